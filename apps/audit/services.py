@@ -1,0 +1,71 @@
+"""Recording audit events and field-level diffs."""
+
+import datetime
+import decimal
+import uuid
+from typing import Any
+
+from django.contrib.contenttypes.models import ContentType
+from django.db import models
+from django.http import HttpRequest
+
+from apps.audit.models import AuditEvent
+from apps.core.fields import EncryptedSecretField
+from apps.core.net import client_ip
+
+REDACTED = "(secret)"
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, datetime.datetime | datetime.date | uuid.UUID | decimal.Decimal):
+        return str(value)
+    if isinstance(value, bytes | memoryview):
+        return REDACTED
+    return value
+
+
+def snapshot(instance: models.Model) -> dict[str, Any]:
+    """The instance's concrete field values, secrets replaced by a marker."""
+    data: dict[str, Any] = {}
+    for f in instance._meta.concrete_fields:
+        if isinstance(f, EncryptedSecretField):
+            data[f.name] = REDACTED if getattr(instance, f.attname) else ""
+        else:
+            data[f.name] = _plain(getattr(instance, f.attname))
+    return data
+
+
+def diff(before: dict[str, Any] | None, after: dict[str, Any] | None) -> dict[str, list]:
+    """Field name -> [old, new] for every field that differs."""
+    before, after = before or {}, after or {}
+    return {
+        name: [before.get(name), after.get(name)]
+        for name in sorted(set(before) | set(after))
+        if before.get(name) != after.get(name)
+    }
+
+
+def record_event(*, action: str, obj: models.Model | None = None, actor=None,
+                 request: HttpRequest | None = None, changes: dict | None = None,
+                 message: str = "", object_repr: str | None = None) -> AuditEvent:
+    """Append one audit event. ``actor`` defaults to the request's user."""
+    if actor is None and request is not None and request.user.is_authenticated:
+        actor = request.user
+    actor_repr = actor.get_username() if actor is not None else "system"
+    return AuditEvent.objects.create(
+        actor=actor,
+        actor_repr=actor_repr,
+        action=action,
+        content_type=ContentType.objects.get_for_model(obj) if obj is not None else None,
+        object_id=str(obj.pk) if obj is not None and obj.pk is not None else "",
+        object_repr=(object_repr if object_repr is not None else str(obj or ""))[:255],
+        changes=changes or {},
+        message=message,
+        source_ip=client_ip(request),
+    )
+
+
+def history_for(obj: models.Model) -> models.QuerySet[AuditEvent]:
+    return AuditEvent.objects.filter(
+        content_type=ContentType.objects.get_for_model(obj), object_id=str(obj.pk)
+    ).select_related("actor")

@@ -1,0 +1,37 @@
+"""Numbers for the console dashboard."""
+
+import datetime
+
+from django.db.models import Count, Q
+from django.utils import timezone
+
+from apps.certificates.choices import CertificateStatus
+from apps.certificates.models import Certificate
+
+WEEKS = 12
+
+
+def dashboard_context() -> dict:
+    counts = dict(Certificate.objects.values_list("status").annotate(n=Count("id")).order_by())
+    by_status = [
+        {"status": status, "label": label, "count": counts.get(status, 0)}
+        for status, label in CertificateStatus.choices
+    ]
+    return {"certificates_by_status": by_status, "expiring_weeks": expiring_per_week()}
+
+
+def expiring_per_week(weeks: int = WEEKS) -> list[dict]:
+    """Active certificates expiring in each of the next ``weeks`` weeks, in one query."""
+    now = timezone.now()
+    week = datetime.timedelta(weeks=1)
+    bounds = [(now + i * week, now + (i + 1) * week) for i in range(weeks)]
+    counts = Certificate.objects.filter(status=CertificateStatus.ACTIVE).aggregate(**{
+        f"w{i}": Count("id", filter=Q(not_after__gt=start, not_after__lte=end))
+        for i, (start, end) in enumerate(bounds)
+    })
+    peak = max(counts.values(), default=0) or 1
+    return [
+        {"start": start.date(), "count": counts[f"w{i}"],
+         "height_pct": round(100 * counts[f"w{i}"] / peak)}
+        for i, (start, _) in enumerate(bounds)
+    ]

@@ -1,0 +1,77 @@
+"""The certificate inventory."""
+
+from functools import cached_property
+
+from cryptography import x509
+from django.conf import settings
+from django.db import models
+from django.utils import timezone
+
+from apps.certificates.choices import CertificateSource, CertificateStatus
+from apps.enrollment.models import CertificateTemplate
+from apps.pki import crypto
+from apps.pki.choices import RevocationReason
+from apps.pki.models import CertificateAuthority
+
+
+class CertificateQuerySet(models.QuerySet):
+    def expiring_within(self, days: int) -> "CertificateQuerySet":
+        now = timezone.now()
+        return self.filter(not_after__gt=now, not_after__lte=now + timezone.timedelta(days=days))
+
+
+class Certificate(models.Model):
+    """A certificate mdmcerts issued, relayed or was given, with its lifecycle state.
+
+    The public certificate only; private keys of server-generated or uploaded identities
+    live encrypted elsewhere.
+    """
+
+    ca = models.ForeignKey(CertificateAuthority, on_delete=models.PROTECT,
+                           related_name="certificates", verbose_name="issuer")
+    template = models.ForeignKey(CertificateTemplate, null=True, blank=True,
+                                 on_delete=models.SET_NULL, related_name="certificates")
+    serial = models.CharField("serial number", max_length=40, help_text="Hexadecimal.")
+    subject = models.CharField(max_length=1000)
+    subject_alt_names = models.TextField("subject alternative names", blank=True,
+                                         help_text="One per line, TYPE:value.")
+    not_before = models.DateTimeField()
+    not_after = models.DateTimeField()
+    fingerprint_sha256 = models.CharField("SHA-256 fingerprint", max_length=64, unique=True)
+    certificate_pem = models.TextField("certificate (PEM)")
+    status = models.CharField(max_length=20, choices=CertificateStatus.choices,
+                              default=CertificateStatus.ACTIVE)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+    revocation_reason = models.CharField(max_length=30, choices=RevocationReason.choices,
+                                         blank=True)
+    source = models.CharField(max_length=20, choices=CertificateSource.choices)
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True,
+                             on_delete=models.SET_NULL, related_name="certificates")
+    created_at = models.DateTimeField(default=timezone.now)
+
+    objects = CertificateQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(fields=["ca", "serial"], name="certificate_unique_serial_per_ca"),
+        ]
+        indexes = [
+            models.Index(fields=["status", "not_after"], name="certificate_status_expiry"),
+            models.Index(fields=["template", "status"], name="certificate_template_status"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.subject} ({self.serial[:16]})"
+
+    @cached_property
+    def certificate(self) -> x509.Certificate:
+        return crypto.load_pem_certificate(self.certificate_pem)
+
+    @property
+    def serial_colon_hex(self) -> str:
+        return crypto.colon_hex(self.serial.rjust(len(self.serial) + len(self.serial) % 2, "0"))
+
+    @property
+    def is_expired(self) -> bool:
+        return self.not_after <= timezone.now()

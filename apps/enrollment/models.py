@@ -1,0 +1,152 @@
+"""Request templates: what a certificate from a CA server will say."""
+
+import hmac
+
+from cryptography import x509
+from django.core.exceptions import ValidationError
+from django.core.validators import MaxValueValidator, MinValueValidator
+from django.db import models
+from django.utils import timezone
+
+from apps.core import secrets
+from apps.core.fields import EncryptedSecretField, secret_context
+from apps.enrollment.choices import ChallengeType, KeyGeneration, SanType, SubjectSource
+from apps.enrollment.variables import validate_variables
+from apps.pki import crypto
+from apps.pki.choices import KeyAlgorithm
+from apps.pki.models import CertificateAuthority
+
+FORBIDDEN_EKU = x509.oid.ExtendedKeyUsageOID.ANY_EXTENDED_KEY_USAGE.dotted_string
+
+
+def validate_subject_pattern(value: str) -> None:
+    try:
+        crypto.parse_name_pattern(value)
+    except crypto.NameSyntaxError as exc:
+        raise ValidationError(f"Subject: {exc}.", code="subject_syntax") from exc
+    validate_variables(value)
+
+
+def validate_oid_list(value: list) -> None:
+    if not isinstance(value, list):
+        raise ValidationError("Extended key usages must be a list of OIDs.")
+    for oid in value:
+        try:
+            x509.ObjectIdentifier(str(oid))
+        except ValueError as exc:
+            raise ValidationError(f"{oid!r} is not an OID such as 1.3.6.1.5.5.7.3.2.") from exc
+        if oid == FORBIDDEN_EKU:
+            raise ValidationError("anyExtendedKeyUsage is never issued; list the usages needed.")
+
+
+def validate_san_types(value: list) -> None:
+    if not isinstance(value, list) or any(v not in SanType.values for v in value):
+        raise ValidationError(f"Allowed SAN types are a list of: {', '.join(SanType.values)}.")
+
+
+class CertificateTemplate(models.Model):
+    """A request template: subject, SANs, key and usage rules, lifecycle and challenge policy.
+
+    The certificate a template produces is decided here, never by what a request asks for,
+    unless ``subject_source`` is "request" (and then only the allowed SAN types are copied).
+    """
+
+    name = models.CharField("certificate template name", max_length=200, unique=True)
+    slug = models.SlugField(max_length=64, unique=True,
+                            help_text="The template's SCEP endpoint: /scep/<slug>/.")
+    description = models.TextField(blank=True)
+    ca = models.ForeignKey(CertificateAuthority, on_delete=models.PROTECT,
+                           related_name="templates", verbose_name="CA server")
+    subject = models.CharField(
+        max_length=500, validators=[validate_subject_pattern],
+        help_text="Subject DN, most significant first, e.g. C=US,O=Zylker,CN=%firstname% or "
+                  "CN=$DEVICE_SN$. Escape a comma inside a value as \\,.")
+    key_algorithm = models.CharField(
+        "key type and size", max_length=10, choices=KeyAlgorithm.choices,
+        default=KeyAlgorithm.RSA_2048,
+        help_text="The smallest key accepted from a request, and the key generated on the server.")
+    key_usage_digital_signature = models.BooleanField("use as digital signature", default=True)
+    key_usage_key_encipherment = models.BooleanField("use for key encipherment", default=True)
+    extended_key_usages = models.JSONField(
+        default=list, blank=True, validators=[validate_oid_list],
+        help_text="OIDs of the extended key usages (client authentication is 1.3.6.1.5.5.7.3.2).")
+    validity_days = models.PositiveIntegerField(
+        default=365, validators=[MinValueValidator(1), MaxValueValidator(3650)],
+        help_text="Never beyond the CA's own expiry.")
+    auto_renew = models.BooleanField("certificate auto renewal", default=True)
+    renew_before_days = models.PositiveIntegerField(
+        "certificate automatic renewal before (days)", default=30,
+        help_text="Renew this many days before expiry (at half-life when validity is shorter "
+                  "than twice this).")
+    revocation_enabled = models.BooleanField(
+        "enable certificate revocation", default=True,
+        help_text="Revoke certificates when their device or profile goes away.")
+    challenge_type = models.CharField(max_length=10, choices=ChallengeType.choices,
+                                      default=ChallengeType.DYNAMIC)
+    static_challenge = EncryptedSecretField(verbose_name="enrollment challenge password")
+    max_failed_attempts = models.PositiveSmallIntegerField(
+        "maximum number of failed attempts", default=5, validators=[MinValueValidator(1)])
+    retry_interval_seconds = models.PositiveIntegerField(
+        "time interval between attempts (seconds)", default=60)
+    key_generation = models.CharField("key generation location", max_length=10,
+                                      choices=KeyGeneration.choices, default=KeyGeneration.DEVICE)
+    subject_source = models.CharField(max_length=10, choices=SubjectSource.choices,
+                                      default=SubjectSource.TEMPLATE)
+    allowed_request_san_types = models.JSONField(
+        "SAN types allowed from a request", default=list, blank=True,
+        validators=[validate_san_types])
+    approval_required = models.BooleanField(default=False)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name = "request template"
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def clean(self) -> None:
+        errors = {}
+        if self.challenge_type == ChallengeType.STATIC and not self.static_challenge:
+            errors["challenge_type"] = "A static challenge needs its enrollment challenge password."
+        if self.subject_source == SubjectSource.TEMPLATE and self.allowed_request_san_types:
+            errors["allowed_request_san_types"] = "Only used when the subject comes from the request."
+        if errors:
+            raise ValidationError(errors)
+
+    def set_static_challenge(self, value: str) -> None:
+        self.static_challenge = secrets.encrypt(
+            value.encode(), context=secret_context(type(self), "static_challenge")
+        ) if value else ""
+
+    def reveal_static_challenge(self) -> str:
+        """The static challenge, for a profile or a script that must hand it to a device."""
+        if not self.static_challenge:
+            return ""
+        return secrets.decrypt(
+            self.static_challenge, context=secret_context(type(self), "static_challenge")
+        ).decode()
+
+    def static_challenge_matches(self, candidate: str) -> bool:
+        expected = self.reveal_static_challenge()
+        return bool(expected) and hmac.compare_digest(expected.encode(), candidate.encode())
+
+
+class TemplateSubjectAltName(models.Model):
+    """One subject alternative name row of a template; the value may hold variables."""
+
+    template = models.ForeignKey(CertificateTemplate, on_delete=models.CASCADE,
+                                 related_name="san_rows")
+    san_type = models.CharField("subject alternative name type", max_length=10,
+                                choices=SanType.choices)
+    value = models.CharField("subject alternative name value", max_length=500,
+                             validators=[validate_variables])
+    position = models.PositiveSmallIntegerField(default=0)
+
+    class Meta:
+        verbose_name = "subject alternative name"
+        ordering = ["position", "id"]
+
+    def __str__(self) -> str:
+        return f"{self.get_san_type_display()}: {self.value}"

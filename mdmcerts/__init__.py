@@ -1,0 +1,5 @@
+"""mdmcerts: an MDM certificate portal."""
+
+from mdmcerts.celery import app as celery_app
+
+__all__ = ["celery_app"]
