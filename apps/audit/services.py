@@ -9,6 +9,7 @@ from django.contrib.contenttypes.models import ContentType
 from django.db import models
 from django.http import HttpRequest
 
+from apps.audit.choices import AuditAction
 from apps.audit.models import AuditEvent
 from apps.core.fields import EncryptedSecretField
 from apps.core.net import client_ip
@@ -32,6 +33,9 @@ def snapshot(instance: models.Model) -> dict[str, Any]:
             data[f.name] = REDACTED if getattr(instance, f.attname) else ""
         else:
             data[f.name] = _plain(getattr(instance, f.attname))
+    extra = getattr(instance, "audit_extra", None)
+    if extra is not None:
+        data.update(extra())
     return data
 
 
@@ -63,6 +67,27 @@ def record_event(*, action: str, obj: models.Model | None = None, actor=None,
         message=message,
         source_ip=client_ip(request),
     )
+
+
+def record_change(*, obj: models.Model, before: dict[str, Any] | None, actor=None,
+                  request: HttpRequest | None = None, message: str = "") -> AuditEvent | None:
+    """Record a create (``before`` is None) or an update with its diff; no-op updates are
+    not recorded."""
+    after = snapshot(obj)
+    changes = diff(before, after)
+    if before is not None and not changes:
+        return None
+    action = AuditAction.CREATE if before is None else AuditAction.UPDATE
+    return record_event(action=action, obj=obj, actor=actor, request=request,
+                        changes=changes, message=message)
+
+
+def record_deletion(*, obj: models.Model, actor=None,
+                    request: HttpRequest | None = None) -> AuditEvent:
+    """Record a deletion with the object's last values; call before deleting it."""
+    changes = diff(snapshot(obj), None)
+    return record_event(action=AuditAction.DELETE, obj=obj, actor=actor, request=request,
+                        changes=changes)
 
 
 def history_for(obj: models.Model) -> models.QuerySet[AuditEvent]:

@@ -115,6 +115,14 @@ class CertificateTemplate(models.Model):
         if errors:
             raise ValidationError(errors)
 
+    def audit_extra(self) -> dict:
+        """SAN rows belong to the template's history."""
+        if self.pk is None:
+            return {}
+        return {"subject_alternative_names": [
+            f"{row.san_type}:{row.value}" for row in self.san_rows.all()
+        ]}
+
     def set_static_challenge(self, value: str) -> None:
         self.static_challenge = secrets.encrypt(
             value.encode(), context=secret_context(type(self), "static_challenge")

@@ -1,0 +1,32 @@
+"""Shared fixtures. Personas: alice is a superuser, bob is staff with view rights only,
+charlie is a signed-in user with no staff access."""
+
+import pytest
+from django.contrib.auth.models import Permission
+
+from tests.factories import force_user
+
+
+@pytest.fixture
+def alice(db):
+    user = force_user("alice", is_staff=True, is_superuser=True)
+    user.set_password("alice-password-1")
+    user.save()
+    return user
+
+
+@pytest.fixture
+def bob(db):
+    user = force_user("bob", is_staff=True)
+    user.set_password("bob-password-1")
+    user.save()
+    user.user_permissions.set(Permission.objects.filter(codename__startswith="view_"))
+    return user
+
+
+@pytest.fixture
+def charlie(db):
+    user = force_user("charlie")
+    user.set_password("charlie-password-1")
+    user.save()
+    return user
