@@ -19,12 +19,18 @@ DEBUG = env.bool("DEBUG", default=True)
 
 try:
     SECRET_KEY = required_or_dev(
-        env.str("SECRET_KEY", default=""), debug=DEBUG, path=VAR_DIR / "secret_key",
-        name="SECRET_KEY", factory=new_secret_key,
+        env.str("SECRET_KEY", default=""),
+        debug=DEBUG,
+        path=VAR_DIR / "secret_key",
+        name="SECRET_KEY",
+        factory=new_secret_key,
     )
     MDMCERTS_KEK = required_or_dev(
-        env.str("MDMCERTS_KEK", default=""), debug=DEBUG, path=VAR_DIR / "kek",
-        name="MDMCERTS_KEK", factory=new_kek,
+        env.str("MDMCERTS_KEK", default=""),
+        debug=DEBUG,
+        path=VAR_DIR / "kek",
+        name="MDMCERTS_KEK",
+        factory=new_kek,
     )
 except MissingSetting as exc:
     sys.exit(f"mdmcerts: cannot start: {exc}")
@@ -110,6 +116,7 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATIC_ROOT = VAR_DIR / "static"
+STATIC_ROOT.mkdir(exist_ok=True)
 STATICFILES_DIRS = [BASE_DIR / "static"]
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
@@ -126,7 +133,8 @@ STORAGES = {
 # expects. SCEP and the CRL/OCSP URLs stay reachable over plain HTTP: devices and relying
 # parties fetch them before they can trust TLS, and their payloads are signed.
 SECURE_PROXY_SSL_HEADER = (
-    ("HTTP_X_FORWARDED_PROTO", "https") if env.bool("TRUST_X_FORWARDED_PROTO", default=not DEBUG)
+    ("HTTP_X_FORWARDED_PROTO", "https")
+    if env.bool("TRUST_X_FORWARDED_PROTO", default=not DEBUG)
     else None
 )
 SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=not DEBUG)

@@ -26,9 +26,14 @@ def force_user(username: str | None = None, **fields):
     return get_user_model().objects.create_user(username=username, password=None, **fields)
 
 
-def force_ca(*, parent: CertificateAuthority | None = None,
-             key_algorithm: str = KeyAlgorithm.EC_P256, path_length: int | None = None,
-             subject: str | None = None, validity_years: int = 10) -> CertificateAuthority:
+def force_ca(
+    *,
+    parent: CertificateAuthority | None = None,
+    key_algorithm: str = KeyAlgorithm.EC_P256,
+    path_length: int | None = None,
+    subject: str | None = None,
+    validity_years: int = 10,
+) -> CertificateAuthority:
     name = random_name("ca")
     return generate_local_ca(
         ca=CertificateAuthority(name=name, slug=name),
@@ -41,8 +46,13 @@ def force_ca(*, parent: CertificateAuthority | None = None,
     )
 
 
-def force_template(*, ca: CertificateAuthority | None = None, sans: list[tuple[str, str]] = (),
-                   static_challenge: str = "", **fields) -> CertificateTemplate:
+def force_template(
+    *,
+    ca: CertificateAuthority | None = None,
+    sans: list[tuple[str, str]] = (),
+    static_challenge: str = "",
+    **fields,
+) -> CertificateTemplate:
     name = random_name("template")
     fields.setdefault("subject", "O=mdmcerts tests,CN=$USERID$")
     fields.setdefault("key_algorithm", KeyAlgorithm.EC_P256)
@@ -51,20 +61,26 @@ def force_template(*, ca: CertificateAuthority | None = None, sans: list[tuple[s
     template.set_static_challenge(static_challenge)
     template.save()
     for position, (san_type, value) in enumerate(sans):
-        TemplateSubjectAltName.objects.create(template=template, san_type=san_type, value=value,
-                                              position=position)
+        TemplateSubjectAltName.objects.create(
+            template=template, san_type=san_type, value=value, position=position
+        )
     return template
 
 
 def make_key(algorithm: str = KeyAlgorithm.EC_P256):
     if algorithm.startswith("rsa"):
-        return rsa.generate_private_key(public_exponent=65537,
-                                        key_size=int(algorithm.removeprefix("rsa")))
+        return rsa.generate_private_key(
+            public_exponent=65537, key_size=int(algorithm.removeprefix("rsa"))
+        )
     return ec.generate_private_key({"ec-p256": ec.SECP256R1, "ec-p384": ec.SECP384R1}[algorithm]())
 
 
-def make_csr(key=None, *, subject: x509.Name | None = None,
-             extensions: list[tuple[x509.ExtensionType, bool]] = ()) -> x509.CertificateSigningRequest:
+def make_csr(
+    key=None,
+    *,
+    subject: x509.Name | None = None,
+    extensions: list[tuple[x509.ExtensionType, bool]] = (),
+) -> x509.CertificateSigningRequest:
     builder = x509.CertificateSigningRequestBuilder().subject_name(subject or x509.Name([]))
     for ext, critical in extensions:
         builder = builder.add_extension(ext, critical=critical)

@@ -20,16 +20,22 @@ class AuditEvent(models.Model):
     """
 
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
-    actor = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True,
-                              on_delete=models.SET_NULL, related_name="+")
-    actor_repr = models.CharField("actor", max_length=150, blank=True,
-                                  help_text="The actor's username at the time, or the system part that acted.")
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    actor_repr = models.CharField(
+        "actor",
+        max_length=150,
+        blank=True,
+        help_text="The actor's username at the time, or the system part that acted.",
+    )
     action = models.CharField(max_length=20, choices=AuditAction.choices)
     content_type = models.ForeignKey(ContentType, null=True, blank=True, on_delete=models.SET_NULL)
     object_id = models.CharField(max_length=64, blank=True)
     object_repr = models.CharField("object", max_length=255, blank=True)
-    changes = models.JSONField(default=dict, blank=True,
-                               help_text="Field name to [old, new]; secrets redacted.")
+    changes = models.JSONField(
+        default=dict, blank=True, help_text="Field name to [old, new]; secrets redacted."
+    )
     message = models.TextField(blank=True)
     source_ip = models.GenericIPAddressField(null=True, blank=True)
 

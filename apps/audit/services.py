@@ -49,9 +49,16 @@ def diff(before: dict[str, Any] | None, after: dict[str, Any] | None) -> dict[st
     }
 
 
-def record_event(*, action: str, obj: models.Model | None = None, actor=None,
-                 request: HttpRequest | None = None, changes: dict | None = None,
-                 message: str = "", object_repr: str | None = None) -> AuditEvent:
+def record_event(
+    *,
+    action: str,
+    obj: models.Model | None = None,
+    actor=None,
+    request: HttpRequest | None = None,
+    changes: dict | None = None,
+    message: str = "",
+    object_repr: str | None = None,
+) -> AuditEvent:
     """Append one audit event. ``actor`` defaults to the request's user."""
     if actor is None and request is not None and request.user.is_authenticated:
         actor = request.user
@@ -69,8 +76,14 @@ def record_event(*, action: str, obj: models.Model | None = None, actor=None,
     )
 
 
-def record_change(*, obj: models.Model, before: dict[str, Any] | None, actor=None,
-                  request: HttpRequest | None = None, message: str = "") -> AuditEvent | None:
+def record_change(
+    *,
+    obj: models.Model,
+    before: dict[str, Any] | None,
+    actor=None,
+    request: HttpRequest | None = None,
+    message: str = "",
+) -> AuditEvent | None:
     """Record a create (``before`` is None) or an update with its diff; no-op updates are
     not recorded."""
     after = snapshot(obj)
@@ -78,16 +91,19 @@ def record_change(*, obj: models.Model, before: dict[str, Any] | None, actor=Non
     if before is not None and not changes:
         return None
     action = AuditAction.CREATE if before is None else AuditAction.UPDATE
-    return record_event(action=action, obj=obj, actor=actor, request=request,
-                        changes=changes, message=message)
+    return record_event(
+        action=action, obj=obj, actor=actor, request=request, changes=changes, message=message
+    )
 
 
-def record_deletion(*, obj: models.Model, actor=None,
-                    request: HttpRequest | None = None) -> AuditEvent:
+def record_deletion(
+    *, obj: models.Model, actor=None, request: HttpRequest | None = None
+) -> AuditEvent:
     """Record a deletion with the object's last values; call before deleting it."""
     changes = diff(snapshot(obj), None)
-    return record_event(action=AuditAction.DELETE, obj=obj, actor=actor, request=request,
-                        changes=changes)
+    return record_event(
+        action=AuditAction.DELETE, obj=obj, actor=actor, request=request, changes=changes
+    )
 
 
 def history_for(obj: models.Model) -> models.QuerySet[AuditEvent]:

@@ -9,6 +9,8 @@ from apps.certificates.choices import CertificateStatus
 from apps.certificates.models import Certificate
 
 WEEKS = 12
+CHART_HEIGHT = 160  # px of the tallest bar in the dashboard's SVG
+CHART_BASELINE = 190
 
 
 def dashboard_context() -> dict:
@@ -25,13 +27,18 @@ def expiring_per_week(weeks: int = WEEKS) -> list[dict]:
     now = timezone.now()
     week = datetime.timedelta(weeks=1)
     bounds = [(now + i * week, now + (i + 1) * week) for i in range(weeks)]
-    counts = Certificate.objects.filter(status=CertificateStatus.ACTIVE).aggregate(**{
-        f"w{i}": Count("id", filter=Q(not_after__gt=start, not_after__lte=end))
-        for i, (start, end) in enumerate(bounds)
-    })
+    counts = Certificate.objects.filter(status=CertificateStatus.ACTIVE).aggregate(
+        **{
+            f"w{i}": Count("id", filter=Q(not_after__gt=start, not_after__lte=end))
+            for i, (start, end) in enumerate(bounds)
+        }
+    )
     peak = max(counts.values(), default=0) or 1
     return [
-        {"start": start.date(), "count": counts[f"w{i}"],
-         "height_pct": round(100 * counts[f"w{i}"] / peak)}
+        {
+            "start": start.date(),
+            "count": counts[f"w{i}"],
+            "height_pct": round(100 * counts[f"w{i}"] / peak),
+        }
         for i, (start, _) in enumerate(bounds)
     ]

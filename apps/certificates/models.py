@@ -27,26 +27,43 @@ class Certificate(models.Model):
     live encrypted elsewhere.
     """
 
-    ca = models.ForeignKey(CertificateAuthority, on_delete=models.PROTECT,
-                           related_name="certificates", verbose_name="issuer")
-    template = models.ForeignKey(CertificateTemplate, null=True, blank=True,
-                                 on_delete=models.SET_NULL, related_name="certificates")
+    ca = models.ForeignKey(
+        CertificateAuthority,
+        on_delete=models.PROTECT,
+        related_name="certificates",
+        verbose_name="issuer",
+    )
+    template = models.ForeignKey(
+        CertificateTemplate,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="certificates",
+    )
     serial = models.CharField("serial number", max_length=40, help_text="Hexadecimal.")
     subject = models.CharField(max_length=1000)
-    subject_alt_names = models.TextField("subject alternative names", blank=True,
-                                         help_text="One per line, TYPE:value.")
+    subject_alt_names = models.TextField(
+        "subject alternative names", blank=True, help_text="One per line, TYPE:value."
+    )
     not_before = models.DateTimeField()
     not_after = models.DateTimeField()
     fingerprint_sha256 = models.CharField("SHA-256 fingerprint", max_length=64, unique=True)
     certificate_pem = models.TextField("certificate (PEM)")
-    status = models.CharField(max_length=20, choices=CertificateStatus.choices,
-                              default=CertificateStatus.ACTIVE)
+    status = models.CharField(
+        max_length=20, choices=CertificateStatus.choices, default=CertificateStatus.ACTIVE
+    )
     revoked_at = models.DateTimeField(null=True, blank=True)
-    revocation_reason = models.CharField(max_length=30, choices=RevocationReason.choices,
-                                         blank=True)
+    revocation_reason = models.CharField(
+        max_length=30, choices=RevocationReason.choices, blank=True
+    )
     source = models.CharField(max_length=20, choices=CertificateSource.choices)
-    user = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True,
-                             on_delete=models.SET_NULL, related_name="certificates")
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="certificates",
+    )
     created_at = models.DateTimeField(default=timezone.now)
 
     objects = CertificateQuerySet.as_manager()
@@ -54,7 +71,9 @@ class Certificate(models.Model):
     class Meta:
         ordering = ["-created_at", "-id"]
         constraints = [
-            models.UniqueConstraint(fields=["ca", "serial"], name="certificate_unique_serial_per_ca"),
+            models.UniqueConstraint(
+                fields=["ca", "serial"], name="certificate_unique_serial_per_ca"
+            ),
         ]
         indexes = [
             models.Index(fields=["status", "not_after"], name="certificate_status_expiry"),

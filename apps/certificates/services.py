@@ -41,14 +41,19 @@ def describe_sans(cert: x509.Certificate) -> str:
         elif isinstance(name, x509.OtherName):
             lines.append(f"othername:{name.type_id.dotted_string}")
         else:
-            label = {x509.RFC822Name: "email", x509.DNSName: "DNS",
-                     x509.UniformResourceIdentifier: "URI", x509.IPAddress: "IP"}.get(type(name))
+            label = {
+                x509.RFC822Name: "email",
+                x509.DNSName: "DNS",
+                x509.UniformResourceIdentifier: "URI",
+                x509.IPAddress: "IP",
+            }.get(type(name))
             lines.append(f"{label or type(name).__name__}:{name.value}")
     return "\n".join(lines)
 
 
-def record_certificate(*, cert: x509.Certificate, template: CertificateTemplate | None,
-                       source: str, user=None) -> Certificate:
+def record_certificate(
+    *, cert: x509.Certificate, template: CertificateTemplate | None, source: str, user=None
+) -> Certificate:
     """Insert the inventory row for a certificate the caller just obtained."""
     return Certificate.objects.create(
         ca=template.ca,
@@ -65,10 +70,16 @@ def record_certificate(*, cert: x509.Certificate, template: CertificateTemplate 
     )
 
 
-def issue_certificate(csr: x509.CertificateSigningRequest, template: CertificateTemplate,
-                      context: Mapping[str, str], *, user=None,
-                      source: str = CertificateSource.SCEP, actor=None,
-                      request=None) -> Certificate:
+def issue_certificate(
+    csr: x509.CertificateSigningRequest,
+    template: CertificateTemplate,
+    context: Mapping[str, str],
+    *,
+    user=None,
+    source: str = CertificateSource.SCEP,
+    actor=None,
+    request=None,
+) -> Certificate:
     """Issue a certificate for ``csr`` as ``template`` says, record it and audit it.
 
     ``context`` holds the lookup-variable values for the device and user. Every refusal is
@@ -77,17 +88,24 @@ def issue_certificate(csr: x509.CertificateSigningRequest, template: Certificate
     try:
         if not csr.is_signature_valid:
             raise IssuanceRefused("the request's signature does not verify (proof of possession)")
-        spec = build_issuance_spec(template=template, public_key=csr.public_key(),
-                                   values=context, csr=csr)
-        return _sign_and_record(spec, template, source=source, user=user, actor=actor,
-                                request=request)
+        spec = build_issuance_spec(
+            template=template, public_key=csr.public_key(), values=context, csr=csr
+        )
+        return _sign_and_record(
+            spec, template, source=source, user=user, actor=actor, request=request
+        )
     except (VariableValueMissing, TemplateRequestError, IssuanceError) as exc:
         refusal = IssuanceRefused(str(exc))
         refusal.__cause__ = exc
     except IssuanceRefused as exc:
         refusal = exc
-    record_event(action=AuditAction.ISSUE_FAILED, obj=template, actor=actor, request=request,
-                 message=str(refusal))
+    record_event(
+        action=AuditAction.ISSUE_FAILED,
+        obj=template,
+        actor=actor,
+        request=request,
+        message=str(refusal),
+    )
     raise refusal
 
 
@@ -98,8 +116,13 @@ def _sign_and_record(spec, template, *, source, user, actor, request) -> Certifi
         try:
             with transaction.atomic():
                 row = record_certificate(cert=cert, template=template, source=source, user=user)
-                record_event(action=AuditAction.ISSUE, obj=row, actor=actor, request=request,
-                             message=f"issued by {template.ca} from template {template}")
+                record_event(
+                    action=AuditAction.ISSUE,
+                    obj=row,
+                    actor=actor,
+                    request=request,
+                    message=f"issued by {template.ca} from template {template}",
+                )
                 return row
         except IntegrityError:
             # A random 159-bit serial collided with one already issued by this CA.
@@ -107,8 +130,13 @@ def _sign_and_record(spec, template, *, source, user, actor, request) -> Certifi
     raise IssuanceRefused("no unique serial number could be assigned")
 
 
-def revoke_certificate(*, certificate: Certificate, reason: str = RevocationReason.UNSPECIFIED,
-                       actor=None, request=None) -> Certificate:
+def revoke_certificate(
+    *,
+    certificate: Certificate,
+    reason: str = RevocationReason.UNSPECIFIED,
+    actor=None,
+    request=None,
+) -> Certificate:
     """Revoke now with an RFC 5280 reason. Revoking twice is refused."""
     if reason not in RevocationReason.values:
         raise ValidationError({"reason": f"Unknown revocation reason {reason!r}."})
@@ -121,7 +149,11 @@ def revoke_certificate(*, certificate: Certificate, reason: str = RevocationReas
         row.revoked_at = timezone.now()
         row.revocation_reason = reason
         row.save(update_fields=["status", "revoked_at", "revocation_reason"])
-        record_event(action=AuditAction.REVOKE, obj=row, actor=actor, request=request,
-                     changes={"status": [before, row.status],
-                              "revocation_reason": ["", reason]})
+        record_event(
+            action=AuditAction.REVOKE,
+            obj=row,
+            actor=actor,
+            request=request,
+            changes={"status": [before, row.status], "revocation_reason": ["", reason]},
+        )
     return row

@@ -43,8 +43,9 @@ def dev_default(path: Path, name: str, factory: Callable[[], str]) -> str:
     return value
 
 
-def required_or_dev(env_value: str | None, *, debug: bool, path: Path, name: str,
-                    factory: Callable[[], str]) -> str:
+def required_or_dev(
+    env_value: str | None, *, debug: bool, path: Path, name: str, factory: Callable[[], str]
+) -> str:
     """The variable's value, a generated development default, or a clear stop."""
     if env_value:
         return env_value
@@ -52,6 +53,6 @@ def required_or_dev(env_value: str | None, *, debug: bool, path: Path, name: str
         return dev_default(path, name, factory)
     raise MissingSetting(
         f"{name} must be set when DEBUG is off. See .env.example for its format "
-        f"(generate one with: python -c \"from apps.core.devsecrets import "
-        f"{factory.__name__}; print({factory.__name__}())\")."
+        f'(generate one with: python -c "from apps.core.devsecrets import '
+        f'{factory.__name__}; print({factory.__name__}())").'
     )

@@ -1,5 +1,5 @@
-from django.db import models
 from cryptography.x509.oid import ExtendedKeyUsageOID
+from django.db import models
 
 
 class SanType(models.TextChoices):

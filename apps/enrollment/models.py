@@ -52,49 +52,79 @@ class CertificateTemplate(models.Model):
     """
 
     name = models.CharField("certificate template name", max_length=200, unique=True)
-    slug = models.SlugField(max_length=64, unique=True,
-                            help_text="The template's SCEP endpoint: /scep/<slug>/.")
+    slug = models.SlugField(
+        max_length=64, unique=True, help_text="The template's SCEP endpoint: /scep/<slug>/."
+    )
     description = models.TextField(blank=True)
-    ca = models.ForeignKey(CertificateAuthority, on_delete=models.PROTECT,
-                           related_name="templates", verbose_name="CA server")
+    ca = models.ForeignKey(
+        CertificateAuthority,
+        on_delete=models.PROTECT,
+        related_name="templates",
+        verbose_name="CA server",
+    )
     subject = models.CharField(
-        max_length=500, validators=[validate_subject_pattern],
+        max_length=500,
+        validators=[validate_subject_pattern],
         help_text="Subject DN, most significant first, e.g. C=US,O=Zylker,CN=%firstname% or "
-                  "CN=$DEVICE_SN$. Escape a comma inside a value as \\,.")
+        "CN=$DEVICE_SN$. Escape a comma inside a value as \\,.",
+    )
     key_algorithm = models.CharField(
-        "key type and size", max_length=10, choices=KeyAlgorithm.choices,
+        "key type and size",
+        max_length=10,
+        choices=KeyAlgorithm.choices,
         default=KeyAlgorithm.RSA_2048,
-        help_text="The smallest key accepted from a request, and the key generated on the server.")
+        help_text="The smallest key accepted from a request, and the key generated on the server.",
+    )
     key_usage_digital_signature = models.BooleanField("use as digital signature", default=True)
     key_usage_key_encipherment = models.BooleanField("use for key encipherment", default=True)
     extended_key_usages = models.JSONField(
-        default=list, blank=True, validators=[validate_oid_list],
-        help_text="OIDs of the extended key usages (client authentication is 1.3.6.1.5.5.7.3.2).")
+        default=list,
+        blank=True,
+        validators=[validate_oid_list],
+        help_text="OIDs of the extended key usages (client authentication is 1.3.6.1.5.5.7.3.2).",
+    )
     validity_days = models.PositiveIntegerField(
-        default=365, validators=[MinValueValidator(1), MaxValueValidator(3650)],
-        help_text="Never beyond the CA's own expiry.")
+        default=365,
+        validators=[MinValueValidator(1), MaxValueValidator(3650)],
+        help_text="Never beyond the CA's own expiry.",
+    )
     auto_renew = models.BooleanField("certificate auto renewal", default=True)
     renew_before_days = models.PositiveIntegerField(
-        "certificate automatic renewal before (days)", default=30,
+        "certificate automatic renewal before (days)",
+        default=30,
         help_text="Renew this many days before expiry (at half-life when validity is shorter "
-                  "than twice this).")
+        "than twice this).",
+    )
     revocation_enabled = models.BooleanField(
-        "enable certificate revocation", default=True,
-        help_text="Revoke certificates when their device or profile goes away.")
-    challenge_type = models.CharField(max_length=10, choices=ChallengeType.choices,
-                                      default=ChallengeType.DYNAMIC)
+        "enable certificate revocation",
+        default=True,
+        help_text="Revoke certificates when their device or profile goes away.",
+    )
+    challenge_type = models.CharField(
+        max_length=10, choices=ChallengeType.choices, default=ChallengeType.DYNAMIC
+    )
     static_challenge = EncryptedSecretField(verbose_name="enrollment challenge password")
     max_failed_attempts = models.PositiveSmallIntegerField(
-        "maximum number of failed attempts", default=5, validators=[MinValueValidator(1)])
+        "maximum number of failed attempts", default=5, validators=[MinValueValidator(1)]
+    )
     retry_interval_seconds = models.PositiveIntegerField(
-        "time interval between attempts (seconds)", default=60)
-    key_generation = models.CharField("key generation location", max_length=10,
-                                      choices=KeyGeneration.choices, default=KeyGeneration.DEVICE)
-    subject_source = models.CharField(max_length=10, choices=SubjectSource.choices,
-                                      default=SubjectSource.TEMPLATE)
+        "time interval between attempts (seconds)", default=60
+    )
+    key_generation = models.CharField(
+        "key generation location",
+        max_length=10,
+        choices=KeyGeneration.choices,
+        default=KeyGeneration.DEVICE,
+    )
+    subject_source = models.CharField(
+        max_length=10, choices=SubjectSource.choices, default=SubjectSource.TEMPLATE
+    )
     allowed_request_san_types = models.JSONField(
-        "SAN types allowed from a request", default=list, blank=True,
-        validators=[validate_san_types])
+        "SAN types allowed from a request",
+        default=list,
+        blank=True,
+        validators=[validate_san_types],
+    )
     approval_required = models.BooleanField(default=False)
     created_at = models.DateTimeField(default=timezone.now, editable=False)
     updated_at = models.DateTimeField(auto_now=True)
@@ -111,7 +141,9 @@ class CertificateTemplate(models.Model):
         if self.challenge_type == ChallengeType.STATIC and not self.static_challenge:
             errors["challenge_type"] = "A static challenge needs its enrollment challenge password."
         if self.subject_source == SubjectSource.TEMPLATE and self.allowed_request_san_types:
-            errors["allowed_request_san_types"] = "Only used when the subject comes from the request."
+            errors["allowed_request_san_types"] = (
+                "Only used when the subject comes from the request."
+            )
         if errors:
             raise ValidationError(errors)
 
@@ -119,14 +151,18 @@ class CertificateTemplate(models.Model):
         """SAN rows belong to the template's history."""
         if self.pk is None:
             return {}
-        return {"subject_alternative_names": [
-            f"{row.san_type}:{row.value}" for row in self.san_rows.all()
-        ]}
+        return {
+            "subject_alternative_names": [
+                f"{row.san_type}:{row.value}" for row in self.san_rows.all()
+            ]
+        }
 
     def set_static_challenge(self, value: str) -> None:
-        self.static_challenge = secrets.encrypt(
-            value.encode(), context=secret_context(type(self), "static_challenge")
-        ) if value else ""
+        self.static_challenge = (
+            secrets.encrypt(value.encode(), context=secret_context(type(self), "static_challenge"))
+            if value
+            else ""
+        )
 
     def reveal_static_challenge(self) -> str:
         """The static challenge, for a profile or a script that must hand it to a device."""
@@ -144,12 +180,15 @@ class CertificateTemplate(models.Model):
 class TemplateSubjectAltName(models.Model):
     """One subject alternative name row of a template; the value may hold variables."""
 
-    template = models.ForeignKey(CertificateTemplate, on_delete=models.CASCADE,
-                                 related_name="san_rows")
-    san_type = models.CharField("subject alternative name type", max_length=10,
-                                choices=SanType.choices)
-    value = models.CharField("subject alternative name value", max_length=500,
-                             validators=[validate_variables])
+    template = models.ForeignKey(
+        CertificateTemplate, on_delete=models.CASCADE, related_name="san_rows"
+    )
+    san_type = models.CharField(
+        "subject alternative name type", max_length=10, choices=SanType.choices
+    )
+    value = models.CharField(
+        "subject alternative name value", max_length=500, validators=[validate_variables]
+    )
     position = models.PositiveSmallIntegerField(default=0)
 
     class Meta:

@@ -68,8 +68,9 @@ def check_key(template: CertificateTemplate, public_key) -> None:
         )
 
 
-def _sans_from_request(template: CertificateTemplate,
-                       csr: x509.CertificateSigningRequest) -> list[x509.GeneralName]:
+def _sans_from_request(
+    template: CertificateTemplate, csr: x509.CertificateSigningRequest
+) -> list[x509.GeneralName]:
     try:
         requested = csr.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     except x509.ExtensionNotFound:
@@ -85,9 +86,13 @@ def _sans_from_request(template: CertificateTemplate,
     return kept
 
 
-def build_issuance_spec(*, template: CertificateTemplate, public_key,
-                        values: Mapping[str, str],
-                        csr: x509.CertificateSigningRequest | None = None) -> IssuanceSpec:
+def build_issuance_spec(
+    *,
+    template: CertificateTemplate,
+    public_key,
+    values: Mapping[str, str],
+    csr: x509.CertificateSigningRequest | None = None,
+) -> IssuanceSpec:
     """What to sign: subject, SANs, usages and validity from the template."""
     check_key(template, public_key)
     if template.subject_source == SubjectSource.REQUEST and csr is not None:

@@ -50,18 +50,35 @@ CANONICAL: dict[str, str] = {
 }
 
 MANAGEENGINE_ALIASES = {
-    "username": "USERID", "email": "EMAIL", "firstname": "FIRST_NAME",
-    "lastname": "LAST_NAME", "displayname": "DISPLAY_NAME", "domainname": "REALM",
-    "devicename": "DEVICE_NAME", "serialnumber": "DEVICE_SN", "udid": "DEVICE_UDID",
-    "imei": "DEVICE_IMEI", "deviceid": "DEVICE_ID", "upn": "USER_UPN",
+    "username": "USERID",
+    "email": "EMAIL",
+    "firstname": "FIRST_NAME",
+    "lastname": "LAST_NAME",
+    "displayname": "DISPLAY_NAME",
+    "domainname": "REALM",
+    "devicename": "DEVICE_NAME",
+    "serialnumber": "DEVICE_SN",
+    "udid": "DEVICE_UDID",
+    "imei": "DEVICE_IMEI",
+    "deviceid": "DEVICE_ID",
+    "upn": "USER_UPN",
 }
 WORKSPACE_ONE_ALIASES = {
-    "EnrollmentUser": "USERID", "DeviceUid": "DEVICE_UDID", "EmailAddress": "EMAIL",
-    "EmailDomain": "EMAIL_DOMAIN", "EmailUserName": "EMAIL_LOCAL_PART",
-    "DeviceSerialNumber": "DEVICE_SN", "DeviceFriendlyName": "DEVICE_NAME",
-    "DeviceImei": "DEVICE_IMEI", "DeviceWLANMac": "DEVICE_MAC", "DeviceId": "DEVICE_ID",
-    "UserPrincipalName": "USER_UPN", "UserDistinguishedName": "USER_DN",
-    "FirstName": "FIRST_NAME", "LastName": "LAST_NAME", "DisplayName": "DISPLAY_NAME",
+    "EnrollmentUser": "USERID",
+    "DeviceUid": "DEVICE_UDID",
+    "EmailAddress": "EMAIL",
+    "EmailDomain": "EMAIL_DOMAIN",
+    "EmailUserName": "EMAIL_LOCAL_PART",
+    "DeviceSerialNumber": "DEVICE_SN",
+    "DeviceFriendlyName": "DEVICE_NAME",
+    "DeviceImei": "DEVICE_IMEI",
+    "DeviceWLANMac": "DEVICE_MAC",
+    "DeviceId": "DEVICE_ID",
+    "UserPrincipalName": "USER_UPN",
+    "UserDistinguishedName": "USER_DN",
+    "FirstName": "FIRST_NAME",
+    "LastName": "LAST_NAME",
+    "DisplayName": "DISPLAY_NAME",
     "Domain": "REALM",
 }
 _LOOKUP = {
@@ -113,10 +130,11 @@ def validate_variables(text: str) -> None:
     """Form and serializer validator: every variable in ``text`` must be known."""
     unknown = unknown_variables(text)
     if unknown:
+        plural = "s" if len(set(unknown)) > 1 else ""
         raise ValidationError(
-            "Unknown variable%s: %s. Use $NAME$ variables such as $EMAIL$ or $DEVICE_SN$, "
-            "or the %%username%% / {EnrollmentUser} forms."
-            % ("s" if len(unknown) > 1 else "", ", ".join(dict.fromkeys(unknown))),
+            f"Unknown variable{plural}: {', '.join(dict.fromkeys(unknown))}. Use $NAME$ "
+            "variables such as $EMAIL$ or $DEVICE_SN$, or the %username% / {EnrollmentUser} "
+            "forms.",
             code="unknown_variable",
         )
 

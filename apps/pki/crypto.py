@@ -15,11 +15,18 @@ PublicKey = rsa.RSAPublicKey | ec.EllipticCurvePublicKey
 
 RSA_SIZES = {KeyAlgorithm.RSA_2048: 2048, KeyAlgorithm.RSA_3072: 3072, KeyAlgorithm.RSA_4096: 4096}
 EC_CURVES = {KeyAlgorithm.EC_P256: ec.SECP256R1, KeyAlgorithm.EC_P384: ec.SECP384R1}
-KEY_STRENGTH = {KeyAlgorithm.RSA_2048: ("rsa", 2048), KeyAlgorithm.RSA_3072: ("rsa", 3072),
-                KeyAlgorithm.RSA_4096: ("rsa", 4096), KeyAlgorithm.EC_P256: ("ec", 256),
-                KeyAlgorithm.EC_P384: ("ec", 384)}
-HASHES = {SignatureHash.SHA256: hashes.SHA256, SignatureHash.SHA384: hashes.SHA384,
-          SignatureHash.SHA512: hashes.SHA512}
+KEY_STRENGTH = {
+    KeyAlgorithm.RSA_2048: ("rsa", 2048),
+    KeyAlgorithm.RSA_3072: ("rsa", 3072),
+    KeyAlgorithm.RSA_4096: ("rsa", 4096),
+    KeyAlgorithm.EC_P256: ("ec", 256),
+    KeyAlgorithm.EC_P384: ("ec", 384),
+}
+HASHES = {
+    SignatureHash.SHA256: hashes.SHA256,
+    SignatureHash.SHA384: hashes.SHA384,
+    SignatureHash.SHA512: hashes.SHA512,
+}
 
 # Attribute names accepted in subject patterns (case-insensitive), with the short name
 # used when a name is shown.
@@ -50,13 +57,23 @@ NAME_ATTRIBUTES: dict[str, x509.ObjectIdentifier] = {
     "DNQUALIFIER": NameOID.DN_QUALIFIER,
 }
 SHORT_NAMES = {
-    NameOID.COUNTRY_NAME: "C", NameOID.STATE_OR_PROVINCE_NAME: "ST",
-    NameOID.LOCALITY_NAME: "L", NameOID.ORGANIZATION_NAME: "O",
-    NameOID.ORGANIZATIONAL_UNIT_NAME: "OU", NameOID.COMMON_NAME: "CN",
-    NameOID.EMAIL_ADDRESS: "E", NameOID.DOMAIN_COMPONENT: "DC", NameOID.USER_ID: "UID",
-    NameOID.SERIAL_NUMBER: "serialNumber", NameOID.TITLE: "T", NameOID.GIVEN_NAME: "GN",
-    NameOID.SURNAME: "SN", NameOID.STREET_ADDRESS: "STREET", NameOID.POSTAL_CODE: "postalCode",
-    NameOID.INITIALS: "initials", NameOID.PSEUDONYM: "pseudonym",
+    NameOID.COUNTRY_NAME: "C",
+    NameOID.STATE_OR_PROVINCE_NAME: "ST",
+    NameOID.LOCALITY_NAME: "L",
+    NameOID.ORGANIZATION_NAME: "O",
+    NameOID.ORGANIZATIONAL_UNIT_NAME: "OU",
+    NameOID.COMMON_NAME: "CN",
+    NameOID.EMAIL_ADDRESS: "E",
+    NameOID.DOMAIN_COMPONENT: "DC",
+    NameOID.USER_ID: "UID",
+    NameOID.SERIAL_NUMBER: "serialNumber",
+    NameOID.TITLE: "T",
+    NameOID.GIVEN_NAME: "GN",
+    NameOID.SURNAME: "SN",
+    NameOID.STREET_ADDRESS: "STREET",
+    NameOID.POSTAL_CODE: "postalCode",
+    NameOID.INITIALS: "initials",
+    NameOID.PSEUDONYM: "pseudonym",
     NameOID.DN_QUALIFIER: "dnQualifier",
 }
 _OID_RE = re.compile(r"^\d+(\.\d+)+$")
@@ -77,8 +94,11 @@ def generate_private_key(algorithm: str) -> PrivateKey:
 def key_algorithm_of(public_key) -> str | None:
     """The ``KeyAlgorithm`` of a public key, or None for anything else."""
     if isinstance(public_key, rsa.RSAPublicKey):
-        return {2048: KeyAlgorithm.RSA_2048, 3072: KeyAlgorithm.RSA_3072,
-                4096: KeyAlgorithm.RSA_4096}.get(public_key.key_size)
+        return {
+            2048: KeyAlgorithm.RSA_2048,
+            3072: KeyAlgorithm.RSA_3072,
+            4096: KeyAlgorithm.RSA_4096,
+        }.get(public_key.key_size)
     if isinstance(public_key, ec.EllipticCurvePublicKey):
         return {"secp256r1": KeyAlgorithm.EC_P256, "secp384r1": KeyAlgorithm.EC_P384}.get(
             public_key.curve.name
@@ -117,7 +137,9 @@ def parse_name_pattern(pattern: str) -> list[tuple[x509.ObjectIdentifier, str]]:
         if oid is None and _OID_RE.match(key):
             oid = x509.ObjectIdentifier(key)
         if oid is None:
-            raise NameSyntaxError(f"unknown attribute {key!r} (use C, ST, L, O, OU, CN, E, DC, UID …)")
+            raise NameSyntaxError(
+                f"unknown attribute {key!r} (use C, ST, L, O, OU, CN, E, DC, UID …)"
+            )
         attributes.append((oid, value.strip()))
     return attributes
 
@@ -147,8 +169,12 @@ def _split_rdns(pattern: str) -> list[str]:
 def build_name(attributes: Iterable[tuple[x509.ObjectIdentifier, str]]) -> x509.Name:
     """An ``x509.Name`` with one attribute per RDN, in the order given."""
     try:
-        return x509.Name([x509.RelativeDistinguishedName([x509.NameAttribute(oid, value)])
-                          for oid, value in attributes])
+        return x509.Name(
+            [
+                x509.RelativeDistinguishedName([x509.NameAttribute(oid, value)])
+                for oid, value in attributes
+            ]
+        )
     except ValueError as exc:
         raise NameSyntaxError(str(exc)) from exc
 

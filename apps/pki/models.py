@@ -22,25 +22,41 @@ class CertificateAuthority(models.Model):
     """
 
     name = models.CharField("certificate authority name", max_length=200, unique=True)
-    slug = models.SlugField(max_length=64, unique=True,
-                            help_text="Used in this CA's public URLs (/pki/<slug>/…).")
+    slug = models.SlugField(
+        max_length=64, unique=True, help_text="Used in this CA's public URLs (/pki/<slug>/…)."
+    )
     description = models.TextField(blank=True)
-    kind = models.CharField("server type", max_length=20, choices=CAKind.choices,
-                            default=CAKind.LOCAL)
-    parent = models.ForeignKey("self", null=True, blank=True, on_delete=models.PROTECT,
-                               related_name="children", verbose_name="issuing CA")
+    kind = models.CharField(
+        "server type", max_length=20, choices=CAKind.choices, default=CAKind.LOCAL
+    )
+    parent = models.ForeignKey(
+        "self",
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="children",
+        verbose_name="issuing CA",
+    )
     certificate_pem = models.TextField("CA certificate", editable=False)
-    chain_pem = models.TextField("certificates above this CA", blank=True, editable=False,
-                                 help_text="PEM of the issuers above an imported CA, nearest first.")
+    chain_pem = models.TextField(
+        "certificates above this CA",
+        blank=True,
+        editable=False,
+        help_text="PEM of the issuers above an imported CA, nearest first.",
+    )
     private_key = EncryptedSecretField()
     key_algorithm = models.CharField(max_length=10, choices=KeyAlgorithm.choices, editable=False)
-    signature_hash = models.CharField(max_length=10, choices=SignatureHash.choices,
-                                      default=SignatureHash.SHA256,
-                                      help_text="Hash used when this CA signs.")
+    signature_hash = models.CharField(
+        max_length=10,
+        choices=SignatureHash.choices,
+        default=SignatureHash.SHA256,
+        help_text="Hash used when this CA signs.",
+    )
     subject = models.CharField(max_length=500, editable=False)
     serial = models.CharField(max_length=40, editable=False)
-    fingerprint_sha256 = models.CharField("SHA-256 fingerprint", max_length=64,
-                                          editable=False, db_index=True)
+    fingerprint_sha256 = models.CharField(
+        "SHA-256 fingerprint", max_length=64, editable=False, db_index=True
+    )
     not_before = models.DateTimeField(editable=False)
     not_after = models.DateTimeField(editable=False)
     path_length = models.PositiveSmallIntegerField(null=True, blank=True, editable=False)
@@ -79,8 +95,12 @@ class CertificateAuthority(models.Model):
         self.key_algorithm = crypto.key_algorithm_of(certificate.public_key()) or ""
         basic = certificate.extensions.get_extension_for_class(x509.BasicConstraints).value
         self.path_length = basic.path_length
-        self.private_key = "" if key is None else secrets.encrypt(
-            crypto.private_key_der(key), context=secret_context(type(self), "private_key")
+        self.private_key = (
+            ""
+            if key is None
+            else secrets.encrypt(
+                crypto.private_key_der(key), context=secret_context(type(self), "private_key")
+            )
         )
 
     def load_private_key(self) -> crypto.PrivateKey:

@@ -10,8 +10,7 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
-from apps.audit.choices import AuditAction
-from apps.audit.services import record_event, snapshot
+from apps.audit.services import record_change
 from apps.pki import crypto
 from apps.pki.choices import CAKind
 from apps.pki.models import CertificateAuthority
@@ -20,19 +19,34 @@ BACKDATE = datetime.timedelta(minutes=1)
 MAX_IMPORT_BYTES = 256 * 1024
 
 
-def _ca_extensions(builder: x509.CertificateBuilder, *, public_key,
-                   issuer: x509.Certificate | None,
-                   path_length: int | None) -> x509.CertificateBuilder:
-    aki = (crypto.authority_key_identifier(issuer) if issuer is not None
-           else x509.AuthorityKeyIdentifier.from_issuer_public_key(public_key))
+def _ca_extensions(
+    builder: x509.CertificateBuilder,
+    *,
+    public_key,
+    issuer: x509.Certificate | None,
+    path_length: int | None,
+) -> x509.CertificateBuilder:
+    aki = (
+        crypto.authority_key_identifier(issuer)
+        if issuer is not None
+        else x509.AuthorityKeyIdentifier.from_issuer_public_key(public_key)
+    )
     return (
-        builder.add_extension(x509.BasicConstraints(ca=True, path_length=path_length),
-                              critical=True)
+        builder.add_extension(
+            x509.BasicConstraints(ca=True, path_length=path_length), critical=True
+        )
         .add_extension(
-            x509.KeyUsage(digital_signature=False, content_commitment=False,
-                          key_encipherment=False, data_encipherment=False, key_agreement=False,
-                          key_cert_sign=True, crl_sign=True, encipher_only=False,
-                          decipher_only=False),
+            x509.KeyUsage(
+                digital_signature=False,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
+            ),
             critical=True,
         )
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
@@ -40,13 +54,22 @@ def _ca_extensions(builder: x509.CertificateBuilder, *, public_key,
     )
 
 
-def generate_local_ca(*, ca: CertificateAuthority, subject: str, key_algorithm: str,
-                      signature_hash: str, validity_years: int, parent: CertificateAuthority | None = None,
-                      path_length: int | None = None, actor=None, request=None) -> CertificateAuthority:
+def generate_local_ca(
+    *,
+    ca: CertificateAuthority,
+    subject: str,
+    key_algorithm: str,
+    signature_hash: str,
+    validity_years: int,
+    parent: CertificateAuthority | None = None,
+    path_length: int | None = None,
+    actor=None,
+    request=None,
+) -> CertificateAuthority:
     """Generate a key and a root certificate, or an intermediate signed by ``parent``."""
     name = crypto.build_name(crypto.parse_name_pattern(subject))
     if parent is not None:
-        _check_can_sign_ca(parent, path_length)
+        check_can_sign_ca(parent, path_length)
     key = crypto.generate_private_key(key_algorithm)
     now = timezone.now()
     not_after = now + datetime.timedelta(days=365 * validity_years)
@@ -63,8 +86,12 @@ def generate_local_ca(*, ca: CertificateAuthority, subject: str, key_algorithm: 
         .not_valid_before(now - BACKDATE)
         .not_valid_after(not_after)
     )
-    builder = _ca_extensions(builder, public_key=key.public_key(),
-                             issuer=parent.certificate if parent else None, path_length=path_length)
+    builder = _ca_extensions(
+        builder,
+        public_key=key.public_key(),
+        issuer=parent.certificate if parent else None,
+        path_length=path_length,
+    )
     if parent is not None:
         builder = add_revocation_pointers(builder, parent)
     cert = builder.sign(issuer_key, crypto.signature_hash(signature_hash))
@@ -73,7 +100,7 @@ def generate_local_ca(*, ca: CertificateAuthority, subject: str, key_algorithm: 
     return _save_new_ca(ca, actor=actor, request=request, message="generated")
 
 
-def _check_can_sign_ca(parent: CertificateAuthority, path_length: int | None) -> None:
+def check_can_sign_ca(parent: CertificateAuthority, path_length: int | None) -> None:
     if parent.kind != CAKind.LOCAL or not parent.has_private_key:
         raise ValidationError({"parent": "The issuing CA must be a local CA with its key."})
     if not parent.is_valid_now:
@@ -89,20 +116,30 @@ def _check_can_sign_ca(parent: CertificateAuthority, path_length: int | None) ->
 def add_revocation_pointers(builder, issuer: CertificateAuthority):
     """CRL distribution point and AIA (OCSP, CA issuers) at the portal's public URLs."""
     return builder.add_extension(
-        x509.CRLDistributionPoints([
-            x509.DistributionPoint(
-                full_name=[x509.UniformResourceIdentifier(issuer.public_url("crl"))],
-                relative_name=None, reasons=None, crl_issuer=None,
-            )
-        ]),
+        x509.CRLDistributionPoints(
+            [
+                x509.DistributionPoint(
+                    full_name=[x509.UniformResourceIdentifier(issuer.public_url("crl"))],
+                    relative_name=None,
+                    reasons=None,
+                    crl_issuer=None,
+                )
+            ]
+        ),
         critical=False,
     ).add_extension(
-        x509.AuthorityInformationAccess([
-            x509.AccessDescription(x509.oid.AuthorityInformationAccessOID.OCSP,
-                                   x509.UniformResourceIdentifier(issuer.public_url("ocsp"))),
-            x509.AccessDescription(x509.oid.AuthorityInformationAccessOID.CA_ISSUERS,
-                                   x509.UniformResourceIdentifier(issuer.public_url("ca.crt"))),
-        ]),
+        x509.AuthorityInformationAccess(
+            [
+                x509.AccessDescription(
+                    x509.oid.AuthorityInformationAccessOID.OCSP,
+                    x509.UniformResourceIdentifier(issuer.public_url("ocsp")),
+                ),
+                x509.AccessDescription(
+                    x509.oid.AuthorityInformationAccessOID.CA_ISSUERS,
+                    x509.UniformResourceIdentifier(issuer.public_url("ca.crt")),
+                ),
+            ]
+        ),
         critical=False,
     )
 
@@ -110,27 +147,41 @@ def add_revocation_pointers(builder, issuer: CertificateAuthority):
 def _save_new_ca(ca: CertificateAuthority, *, actor, request, message: str) -> CertificateAuthority:
     with transaction.atomic():
         ca.save()
-        record_event(action=AuditAction.CREATE, obj=ca, actor=actor, request=request,
-                     changes={k: [None, v] for k, v in snapshot(ca).items()}, message=message)
+        record_change(obj=ca, before=None, actor=actor, request=request, message=message)
     return ca
 
 
-def import_ca(*, ca: CertificateAuthority, data: bytes, password: str = "",
-              key_data: bytes = b"", actor=None, request=None) -> CertificateAuthority:
+def import_ca(
+    *,
+    ca: CertificateAuthority,
+    data: bytes,
+    password: str = "",
+    key_data: bytes = b"",
+    actor=None,
+    request=None,
+) -> CertificateAuthority:
     """Import a CA from PKCS#12, or from PEM (certificates and key in one or two files)."""
+    key, cert, chain = check_ca_import(data=data, password=password, key_data=key_data)
+    ca.kind = CAKind.LOCAL
+    ca.parent = _known_issuer(cert)
+    ca.chain_pem = "" if ca.parent else "".join(crypto.cert_pem(c) for c in chain)
+    ca.set_identity(cert, key)
+    return _save_new_ca(ca, actor=actor, request=request, message="imported")
+
+
+def check_ca_import(*, data: bytes, password: str = "", key_data: bytes = b""):
+    """Read and check a CA identity to import: ``(key, certificate, other certificates)``.
+
+    Raises ``ValidationError`` with a message for the form when anything is wrong.
+    """
     if len(data) + len(key_data) > MAX_IMPORT_BYTES:
         raise ValidationError("The file is too large for a CA identity.")
     key, certs = _load_identity(data, password, key_data)
     cert = next((c for c in certs if crypto.public_key_matches(key, c)), None)
     if cert is None:
         raise ValidationError("The private key does not match any certificate in the file.")
-    _check_importable(cert, key)
-    chain = [c for c in certs if c is not cert]
-    ca.kind = CAKind.LOCAL
-    ca.parent = _known_issuer(cert)
-    ca.chain_pem = "" if ca.parent else "".join(crypto.cert_pem(c) for c in chain)
-    ca.set_identity(cert, key)
-    return _save_new_ca(ca, actor=actor, request=request, message="imported")
+    _check_importable(cert)
+    return key, cert, [c for c in certs if c is not cert]
 
 
 def _load_identity(data: bytes, password: str, key_data: bytes):
@@ -140,14 +191,7 @@ def _load_identity(data: bytes, password: str, key_data: bytes):
             certs = x509.load_pem_x509_certificates(data)
         except ValueError as exc:
             raise ValidationError("The PEM file holds no readable certificate.") from exc
-        pem = key_data or data
-        try:
-            key = serialization.load_pem_private_key(pem, password=secret)
-        except TypeError as exc:
-            raise ValidationError("The private key is encrypted: enter its password.") from exc
-        except ValueError as exc:
-            raise ValidationError("No private key could be read (wrong password?).") from exc
-        return key, certs
+        return _load_pem_key(key_data or data, secret), certs
     try:
         key, cert, extra = pkcs12.load_key_and_certificates(data, secret)
     except ValueError as exc:
@@ -157,7 +201,19 @@ def _load_identity(data: bytes, password: str, key_data: bytes):
     return key, [cert, *extra]
 
 
-def _check_importable(cert: x509.Certificate, key) -> None:
+def _load_pem_key(pem: bytes, secret: bytes | None):
+    try:
+        return serialization.load_pem_private_key(pem, password=secret)
+    except TypeError as exc:
+        if secret is None:
+            raise ValidationError("The private key is encrypted: enter its password.") from exc
+        # A password was given for a key that has none: read it without.
+        return _load_pem_key(pem, None)
+    except ValueError as exc:
+        raise ValidationError("No private key could be read (wrong password?).") from exc
+
+
+def _check_importable(cert: x509.Certificate) -> None:
     if crypto.key_algorithm_of(cert.public_key()) is None:
         raise ValidationError("Only RSA 2048/3072/4096 and EC P-256/P-384 CA keys are supported.")
     try:

@@ -39,14 +39,22 @@ class LocalIssuer:
         return builder.sign(ca.load_private_key(), crypto.signature_hash(ca.signature_hash))
 
     def _extensions(self, builder: x509.CertificateBuilder, spec: IssuanceSpec):
-        builder = builder.add_extension(x509.BasicConstraints(ca=False, path_length=None),
-                                        critical=True)
+        builder = builder.add_extension(
+            x509.BasicConstraints(ca=False, path_length=None), critical=True
+        )
         if spec.digital_signature or spec.key_encipherment:
             builder = builder.add_extension(
-                x509.KeyUsage(digital_signature=spec.digital_signature, content_commitment=False,
-                              key_encipherment=spec.key_encipherment, data_encipherment=False,
-                              key_agreement=False, key_cert_sign=False, crl_sign=False,
-                              encipher_only=False, decipher_only=False),
+                x509.KeyUsage(
+                    digital_signature=spec.digital_signature,
+                    content_commitment=False,
+                    key_encipherment=spec.key_encipherment,
+                    data_encipherment=False,
+                    key_agreement=False,
+                    key_cert_sign=False,
+                    crl_sign=False,
+                    encipher_only=False,
+                    decipher_only=False,
+                ),
                 critical=True,
             )
         ekus = [oid for oid in spec.extended_key_usages if oid not in FORBIDDEN_EKUS]
@@ -54,11 +62,10 @@ class LocalIssuer:
             builder = builder.add_extension(x509.ExtendedKeyUsage(ekus), critical=False)
         if spec.sans:
             # RFC 5280 4.2.1.6: critical when the subject is empty.
-            builder = builder.add_extension(x509.SubjectAlternativeName(list(spec.sans)),
-                                            critical=len(spec.subject) == 0)
+            builder = builder.add_extension(
+                x509.SubjectAlternativeName(list(spec.sans)), critical=len(spec.subject) == 0
+            )
         builder = builder.add_extension(
             x509.SubjectKeyIdentifier.from_public_key(spec.public_key), critical=False
-        ).add_extension(
-            crypto.authority_key_identifier(self.ca.certificate), critical=False
-        )
+        ).add_extension(crypto.authority_key_identifier(self.ca.certificate), critical=False)
         return add_revocation_pointers(builder, self.ca)

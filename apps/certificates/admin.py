@@ -1,0 +1,188 @@
+"""The certificate inventory in the console."""
+
+import io
+import re
+import zipfile
+
+from cryptography.hazmat.primitives import serialization
+from django import forms
+from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.http import HttpResponse, HttpResponseRedirect
+from django.shortcuts import get_object_or_404
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
+from django.utils import timezone
+from django.utils.html import format_html
+
+from apps.audit.admin import AuditedAdminMixin
+from apps.certificates.choices import CertificateStatus
+from apps.certificates.models import Certificate
+from apps.certificates.services import revoke_certificate
+from apps.pki.choices import RevocationReason
+
+HEX_TERM = re.compile(r"^[0-9A-Fa-f:]{8,}$")
+
+
+class ExpiresWithinFilter(admin.SimpleListFilter):
+    title = "expires within"
+    parameter_name = "expires_within"
+
+    def lookups(self, request, model_admin):
+        return [("7", "7 days"), ("30", "30 days"), ("90", "90 days")]
+
+    def queryset(self, request, queryset):
+        if self.value() in {"7", "30", "90"}:
+            return queryset.expiring_within(int(self.value()))
+        return queryset
+
+
+class RevokeForm(forms.Form):
+    reason = forms.ChoiceField(choices=RevocationReason.choices,
+                               initial=RevocationReason.UNSPECIFIED,
+                               help_text="The RFC 5280 reason published for these certificates.")
+
+
+@admin.register(Certificate)
+class CertificateAdmin(AuditedAdminMixin, admin.ModelAdmin):
+    """Every certificate mdmcerts issued: searched, filtered, revoked, downloaded.
+
+    Rows are records: they are never added or deleted from the console.
+    """
+
+    list_display = ["subject", "short_serial", "status", "ca", "template", "not_after",
+                    "source", "user"]
+    list_filter = ["status", ExpiresWithinFilter, "ca", "template", "source"]
+    search_fields = ["serial", "subject", "subject_alt_names", "fingerprint_sha256"]
+    list_select_related = ["ca", "template", "user"]
+    raw_id_fields = ["user"]
+    show_full_result_count = False
+    date_hierarchy = "not_after"
+    actions = ["revoke_selected", "download_pem", "download_der"]
+    fields = ["subject", "subject_alt_names", "serial_hex", "fingerprint", "ca", "template",
+              "status", "revoked_at", "revocation_reason", "not_before", "not_after", "source",
+              "user", "created_at", "downloads", "certificate_pem"]
+    readonly_fields = fields
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
+
+    def get_search_results(self, request, queryset, search_term):
+        # Serials and fingerprints are stored as plain lowercase hex; accept them as
+        # tools print them (colons, upper case).
+        if HEX_TERM.match(search_term.strip()):
+            search_term = search_term.replace(":", "").strip().lower()
+        return super().get_search_results(request, queryset, search_term)
+
+    @admin.display(description="serial", ordering="serial")
+    def short_serial(self, cert: Certificate) -> str:
+        return cert.serial[:16] + ("…" if len(cert.serial) > 16 else "")
+
+    @admin.display(description="serial number")
+    def serial_hex(self, cert: Certificate) -> str:
+        return cert.serial_colon_hex
+
+    @admin.display(description="SHA-256 fingerprint")
+    def fingerprint(self, cert: Certificate) -> str:
+        return cert.fingerprint_sha256
+
+    @admin.display(description="download")
+    def downloads(self, cert: Certificate):
+        links = [
+            (reverse("admin:certificates_certificate_download", args=[cert.pk, enc]), label)
+            for enc, label in (("pem", "PEM"), ("der", "DER"))
+        ]
+        revoke = ""
+        if cert.status != CertificateStatus.REVOKED:
+            revoke = format_html(' · <a href="{}">Revoke…</a>',
+                                 reverse("admin:certificates_certificate_revoke", args=[cert.pk]))
+        return format_html('<a href="{}">{}</a> · <a href="{}">{}</a>{}',
+                           *links[0], *links[1], revoke)
+
+    def get_urls(self):
+        return [
+            path("<int:pk>/download/<str:encoding>/", self.admin_site.admin_view(self.download),
+                 name="certificates_certificate_download"),
+            path("<int:pk>/revoke/", self.admin_site.admin_view(self.revoke_one),
+                 name="certificates_certificate_revoke"),
+            *super().get_urls(),
+        ]
+
+    def download(self, request, pk: int, encoding: str) -> HttpResponse:
+        cert = get_object_or_404(Certificate, pk=pk)
+        if not self.has_view_permission(request, cert) or encoding not in {"pem", "der"}:
+            raise PermissionDenied
+        return _certificates_response(Certificate.objects.filter(pk=pk), encoding)
+
+    def revoke_one(self, request, pk: int):
+        cert = get_object_or_404(Certificate, pk=pk)
+        return self._revoke(request, Certificate.objects.filter(pk=cert.pk), single=True)
+
+    @admin.action(description="Revoke selected certificates…", permissions=["change"])
+    def revoke_selected(self, request, queryset):
+        return self._revoke(request, queryset)
+
+    def _revoke(self, request, queryset, single: bool = False):
+        if not self.has_change_permission(request):
+            raise PermissionDenied
+        form = RevokeForm(request.POST if "reason" in request.POST else None)
+        if form.is_valid():
+            done = 0
+            for cert in queryset:
+                try:
+                    revoke_certificate(certificate=cert, reason=form.cleaned_data["reason"],
+                                       request=request)
+                    done += 1
+                except ValidationError as exc:
+                    self.message_user(request, " ".join(exc.messages), messages.WARNING)
+            self.message_user(request, f"{done} certificate(s) revoked.", messages.SUCCESS)
+            return None if not single else _redirect_to(queryset.first())
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "Revoke certificates",
+            "opts": self.model._meta,
+            "form": form,
+            "certificates": queryset.select_related("ca"),
+            "single": single,
+            "action_checkbox_name": admin.helpers.ACTION_CHECKBOX_NAME,
+        }
+        return TemplateResponse(request, "admin/certificates/revoke.html", context)
+
+    @admin.action(description="Download selected as PEM")
+    def download_pem(self, request, queryset):
+        return _certificates_response(queryset, "pem")
+
+    @admin.action(description="Download selected as DER")
+    def download_der(self, request, queryset):
+        return _certificates_response(queryset, "der")
+
+
+def _redirect_to(cert: Certificate) -> HttpResponseRedirect:
+    return HttpResponseRedirect(reverse("admin:certificates_certificate_change", args=[cert.pk]))
+
+
+def _certificates_response(queryset, encoding: str) -> HttpResponse:
+    """One certificate as .pem/.cer; several as a PEM bundle or a zip of DER files."""
+    certs = list(queryset.only("serial", "certificate_pem"))
+    if encoding == "pem":
+        body = "".join(c.certificate_pem for c in certs)
+        name = f"{certs[0].serial}.pem" if len(certs) == 1 else "certificates.pem"
+        return _attachment(body, "application/x-pem-file", name)
+    ders = [(c.serial, c.certificate.public_bytes(serialization.Encoding.DER)) for c in certs]
+    if len(ders) == 1:
+        return _attachment(ders[0][1], "application/pkix-cert", f"{ders[0][0]}.cer")
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for serial, der in ders:
+            archive.writestr(f"{serial}.cer", der)
+    stamp = timezone.now().strftime("%Y%m%d-%H%M%S")
+    return _attachment(buffer.getvalue(), "application/zip", f"certificates-{stamp}.zip")
+
+
+def _attachment(body, content_type: str, filename: str) -> HttpResponse:
+    response = HttpResponse(body, content_type=content_type)
+    response["Content-Disposition"] = f'attachment; filename="{filename}"'
+    return response

@@ -1,0 +1,138 @@
+"""CA servers in the console."""
+
+from cryptography.hazmat.primitives import serialization
+from django.contrib import admin
+from django.core.exceptions import PermissionDenied
+from django.http import HttpResponse
+from django.shortcuts import get_object_or_404
+from django.urls import path, reverse
+from django.utils.html import format_html
+
+from apps.audit.admin import AuditedAdminMixin
+from apps.pki import crypto
+from apps.pki.forms import ChangeCAForm, GenerateCAForm, ImportCAForm
+from apps.pki.models import CertificateAuthority
+from apps.pki.services import generate_local_ca, import_ca
+
+GENERATE_FIELDSETS = [
+    (None, {"fields": ["name", "slug", "description"]}),
+    ("Certificate", {"fields": ["parent", "subject_dn", "key_algorithm", "signature_hash",
+                                "validity_years", "path_length"]}),
+]
+IMPORT_FIELDSETS = [
+    (None, {"fields": ["name", "slug", "description"]}),
+    ("Identity", {"fields": ["identity_file", "key_file", "password", "signature_hash"]}),
+]
+
+
+@admin.register(CertificateAuthority)
+class CertificateAuthorityAdmin(AuditedAdminMixin, admin.ModelAdmin):
+    """CA servers: generate or import local CAs, download their certificates."""
+
+    list_display = ["name", "kind", "subject", "short_fingerprint", "not_after", "downloads"]
+    list_filter = ["kind"]
+    search_fields = ["name", "slug", "subject", "fingerprint_sha256"]
+    list_select_related = ["parent"]
+    prepopulated_fields = {"slug": ["name"]}
+    change_list_template = "admin/pki/certificateauthority/change_list.html"
+    readonly_fields = ["kind", "parent", "subject", "serial", "fingerprint", "not_before",
+                       "not_after", "key_algorithm", "path_length", "key_stored", "downloads",
+                       "certificate_pem"]
+
+    def get_form(self, request, obj=None, change=False, **kwargs):
+        if obj is not None:
+            kwargs["form"] = ChangeCAForm
+        elif self._mode(request) == "import":
+            kwargs["form"] = ImportCAForm
+        else:
+            kwargs["form"] = GenerateCAForm
+        kwargs["fields"] = None
+        return super().get_form(request, obj, change, **kwargs)
+
+    def get_fieldsets(self, request, obj=None):
+        if obj is None:
+            return IMPORT_FIELDSETS if self._mode(request) == "import" else GENERATE_FIELDSETS
+        return [
+            (None, {"fields": ["name", "description", "kind", "signature_hash"]}),
+            ("Certificate", {"fields": ["subject", "parent", "serial", "fingerprint",
+                                        "not_before", "not_after", "key_algorithm",
+                                        "path_length", "key_stored", "downloads",
+                                        "certificate_pem"]}),
+        ]
+
+    def get_readonly_fields(self, request, obj=None):
+        return self.readonly_fields if obj is not None else []
+
+    def get_prepopulated_fields(self, request, obj=None):
+        return self.prepopulated_fields if obj is None else {}
+
+    def add_view(self, request, form_url="", extra_context=None):
+        title = "Import a CA" if self._mode(request) == "import" else "Generate a CA"
+        return super().add_view(request, form_url, {"title": title, **(extra_context or {})})
+
+    @staticmethod
+    def _mode(request) -> str:
+        return request.GET.get("mode") or request.POST.get("mode") or "generate"
+
+    def save_model(self, request, obj, form, change) -> None:
+        if change:
+            return super().save_model(request, obj, form, change)
+        data = form.cleaned_data
+        if isinstance(form, ImportCAForm):
+            import_ca(ca=obj, data=data["identity_bytes"], password=data.get("password") or "",
+                      key_data=data["key_bytes"], request=request)
+        else:
+            generate_local_ca(
+                ca=obj, subject=data["subject_dn"], key_algorithm=data["key_algorithm"],
+                signature_hash=data["signature_hash"], validity_years=data["validity_years"],
+                parent=data.get("parent"), path_length=data.get("path_length"), request=request)
+
+    def save_related(self, request, form, formsets, change) -> None:
+        # A new CA's creation was audited by the service that made it.
+        if change:
+            super().save_related(request, form, formsets, change)
+
+    def get_urls(self):
+        return [
+            path("<int:pk>/download/<str:encoding>/", self.admin_site.admin_view(self.download),
+                 name="pki_certificateauthority_download"),
+            *super().get_urls(),
+        ]
+
+    def download(self, request, pk: int, encoding: str) -> HttpResponse:
+        """The CA certificate as PEM, DER, or the PEM chain up to the root."""
+        ca = get_object_or_404(CertificateAuthority, pk=pk)
+        if not self.has_view_permission(request, ca):
+            raise PermissionDenied
+        if encoding == "der":
+            body, ctype, ext = (ca.certificate.public_bytes(serialization.Encoding.DER),
+                                "application/pkix-cert", "cer")
+        elif encoding == "pem":
+            body, ctype, ext = ca.certificate_pem, "application/x-pem-file", "pem"
+        elif encoding == "chain":
+            body, ctype, ext = ca.chain_pem_bundle(), "application/x-pem-file", "chain.pem"
+        else:
+            raise PermissionDenied
+        response = HttpResponse(body, content_type=ctype)
+        response["Content-Disposition"] = f'attachment; filename="{ca.slug}.{ext}"'
+        return response
+
+    @admin.display(description="SHA-256 fingerprint", ordering="fingerprint_sha256")
+    def short_fingerprint(self, ca: CertificateAuthority) -> str:
+        return crypto.colon_hex(ca.fingerprint_sha256[:16]) + "…"
+
+    @admin.display(description="SHA-256 fingerprint")
+    def fingerprint(self, ca: CertificateAuthority) -> str:
+        return crypto.colon_hex(ca.fingerprint_sha256)
+
+    @admin.display(description="private key", boolean=False)
+    def key_stored(self, ca: CertificateAuthority) -> str:
+        return "stored encrypted under the KEK" if ca.has_private_key else "not held by mdmcerts"
+
+    @admin.display(description="download")
+    def downloads(self, ca: CertificateAuthority):
+        def url(encoding: str) -> str:
+            return reverse("admin:pki_certificateauthority_download", args=[ca.pk, encoding])
+
+        return format_html('<a href="{}">PEM</a> · <a href="{}">DER</a> · <a href="{}">chain</a>',
+                           url("pem"), url("der"), url("chain"))

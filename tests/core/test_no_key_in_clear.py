@@ -1,0 +1,108 @@
+"""No private key or challenge in clear in the database, its dump, the logs or the admin."""
+
+import base64
+import datetime
+import io
+import logging
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.serialization import pkcs12
+from django.core.management import call_command
+from django.db import connection
+
+from apps.pki.models import CertificateAuthority
+from apps.pki.services import import_ca
+from tests.factories import (
+    force_ca,
+    force_certificate,
+    force_template,
+    make_key,
+    random_name,
+)
+
+CHALLENGE = "static-challenge-Zq81"
+
+
+def database_dump() -> bytes:
+    """Every value of every table, read through the connection (no ORM, no model list)."""
+    chunks = []
+    with connection.cursor() as cursor:
+        for table in connection.introspection.table_names():
+            cursor.execute(f"SELECT * FROM {connection.ops.quote_name(table)}")  # noqa: S608
+            for row in cursor.fetchall():
+                for value in row:
+                    if isinstance(value, bytes | memoryview):
+                        chunks.append(bytes(value))
+                    elif value is not None:
+                        chunks.append(str(value).encode())
+    return b"\n".join(chunks)
+
+
+def forms_of(der: bytes) -> list[bytes]:
+    """A DER key as it could appear: raw, base64, base64url, hex, and its inner 32 bytes."""
+    return [der, base64.b64encode(der), base64.urlsafe_b64encode(der), der.hex().encode(),
+            der.hex().upper().encode(), base64.b64encode(der[-48:])]
+
+
+def imported_identity() -> tuple[bytes, bytes]:
+    """A self-made CA as PKCS#12 (password "pw"), and its key's DER."""
+    key = make_key("rsa2048")
+    name = x509.Name([x509.NameAttribute(x509.oid.NameOID.COMMON_NAME, random_name("import"))])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder().subject_name(name).issuer_name(name)
+        .public_key(key.public_key()).serial_number(x509.random_serial_number())
+        .not_valid_before(now).not_valid_after(now + datetime.timedelta(days=365))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    p12 = pkcs12.serialize_key_and_certificates(
+        b"imported", key, cert, None, serialization.BestAvailableEncryption(b"pw")
+    )
+    der = key.private_bytes(serialization.Encoding.DER, serialization.PrivateFormat.PKCS8,
+                            serialization.NoEncryption())
+    return p12, der
+
+
+@pytest.mark.django_db
+def test_no_private_key_or_challenge_is_in_clear_anywhere(client, alice, caplog):
+    caplog.set_level(logging.DEBUG)
+    root = force_ca()
+    intermediate = force_ca(parent=root, key_algorithm="rsa2048", path_length=0)
+    p12, imported_der = imported_identity()
+    imported = import_ca(ca=CertificateAuthority(name="Imported", slug="imported"), data=p12,
+                         password="pw")
+    template = force_template(ca=intermediate, challenge_type="static",
+                              static_challenge=CHALLENGE)
+    force_certificate(template=template)
+
+    key_ders = [imported_der] + [
+        CertificateAuthority.objects.get(pk=ca.pk).load_private_key().private_bytes(
+            serialization.Encoding.DER, serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption())
+        for ca in (root, intermediate)
+    ]
+    out = io.StringIO()
+    call_command("dumpdata", stdout=out)
+    client.force_login(alice)
+    pages = b"".join(
+        client.get(url).content for url in (
+            f"/admin/pki/certificateauthority/{imported.pk}/change/",
+            f"/admin/pki/certificateauthority/{root.pk}/change/",
+            f"/admin/enrollment/certificatetemplate/{template.pk}/change/",
+            f"/admin/enrollment/certificatetemplate/{template.pk}/history/",
+            "/admin/audit/auditevent/",
+        )
+    )
+    places = {"database": database_dump(), "dumpdata": out.getvalue().encode(),
+              "logs": caplog.text.encode(), "admin": pages}
+    for where, blob in places.items():
+        assert b"PRIVATE KEY" not in blob, where
+        assert CHALLENGE.encode() not in blob, where
+        for der in key_ders:
+            for form in forms_of(der):
+                assert form not in blob, where
+    # The check can fail: the keys are there, encrypted.
+    assert places["database"].count(b"mdmc1:") >= 4
