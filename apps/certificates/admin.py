@@ -38,9 +38,11 @@ class ExpiresWithinFilter(admin.SimpleListFilter):
 
 
 class RevokeForm(forms.Form):
-    reason = forms.ChoiceField(choices=RevocationReason.choices,
-                               initial=RevocationReason.UNSPECIFIED,
-                               help_text="The RFC 5280 reason published for these certificates.")
+    reason = forms.ChoiceField(
+        choices=RevocationReason.choices,
+        initial=RevocationReason.UNSPECIFIED,
+        help_text="The RFC 5280 reason published for these certificates.",
+    )
 
 
 @admin.register(Certificate)
@@ -50,8 +52,16 @@ class CertificateAdmin(AuditedAdminMixin, admin.ModelAdmin):
     Rows are records: they are never added or deleted from the console.
     """
 
-    list_display = ["subject", "short_serial", "status", "ca", "template", "not_after",
-                    "source", "user"]
+    list_display = [
+        "subject",
+        "short_serial",
+        "status",
+        "ca",
+        "template",
+        "not_after",
+        "source",
+        "user",
+    ]
     list_filter = ["status", ExpiresWithinFilter, "ca", "template", "source"]
     search_fields = ["serial", "subject", "subject_alt_names", "fingerprint_sha256"]
     list_select_related = ["ca", "template", "user"]
@@ -59,9 +69,24 @@ class CertificateAdmin(AuditedAdminMixin, admin.ModelAdmin):
     show_full_result_count = False
     date_hierarchy = "not_after"
     actions = ["revoke_selected", "download_pem", "download_der"]
-    fields = ["subject", "subject_alt_names", "serial_hex", "fingerprint", "ca", "template",
-              "status", "revoked_at", "revocation_reason", "not_before", "not_after", "source",
-              "user", "created_at", "downloads", "certificate_pem"]
+    fields = [
+        "subject",
+        "subject_alt_names",
+        "serial_hex",
+        "fingerprint",
+        "ca",
+        "template",
+        "status",
+        "revoked_at",
+        "revocation_reason",
+        "not_before",
+        "not_after",
+        "source",
+        "user",
+        "created_at",
+        "downloads",
+        "certificate_pem",
+    ]
     readonly_fields = fields
 
     def has_add_permission(self, request) -> bool:
@@ -97,17 +122,26 @@ class CertificateAdmin(AuditedAdminMixin, admin.ModelAdmin):
         ]
         revoke = ""
         if cert.status != CertificateStatus.REVOKED:
-            revoke = format_html(' · <a href="{}">Revoke…</a>',
-                                 reverse("admin:certificates_certificate_revoke", args=[cert.pk]))
-        return format_html('<a href="{}">{}</a> · <a href="{}">{}</a>{}',
-                           *links[0], *links[1], revoke)
+            revoke = format_html(
+                ' · <a href="{}">Revoke…</a>',
+                reverse("admin:certificates_certificate_revoke", args=[cert.pk]),
+            )
+        return format_html(
+            '<a href="{}">{}</a> · <a href="{}">{}</a>{}', *links[0], *links[1], revoke
+        )
 
     def get_urls(self):
         return [
-            path("<int:pk>/download/<str:encoding>/", self.admin_site.admin_view(self.download),
-                 name="certificates_certificate_download"),
-            path("<int:pk>/revoke/", self.admin_site.admin_view(self.revoke_one),
-                 name="certificates_certificate_revoke"),
+            path(
+                "<int:pk>/download/<str:encoding>/",
+                self.admin_site.admin_view(self.download),
+                name="certificates_certificate_download",
+            ),
+            path(
+                "<int:pk>/revoke/",
+                self.admin_site.admin_view(self.revoke_one),
+                name="certificates_certificate_revoke",
+            ),
             *super().get_urls(),
         ]
 
@@ -133,8 +167,9 @@ class CertificateAdmin(AuditedAdminMixin, admin.ModelAdmin):
             done = 0
             for cert in queryset:
                 try:
-                    revoke_certificate(certificate=cert, reason=form.cleaned_data["reason"],
-                                       request=request)
+                    revoke_certificate(
+                        certificate=cert, reason=form.cleaned_data["reason"], request=request
+                    )
                     done += 1
                 except ValidationError as exc:
                     self.message_user(request, " ".join(exc.messages), messages.WARNING)
@@ -166,7 +201,7 @@ def _redirect_to(cert: Certificate) -> HttpResponseRedirect:
 
 def _certificates_response(queryset, encoding: str) -> HttpResponse:
     """One certificate as .pem/.cer; several as a PEM bundle or a zip of DER files."""
-    certs = list(queryset.only("serial", "certificate_pem"))
+    certs = list(queryset.select_related(None).only("serial", "certificate_pem"))
     if encoding == "pem":
         body = "".join(c.certificate_pem for c in certs)
         name = f"{certs[0].serial}.pem" if len(certs) == 1 else "certificates.pem"

@@ -21,8 +21,16 @@ class CertificateTemplateAdmin(AuditedAdminMixin, admin.ModelAdmin):
 
     form = CertificateTemplateForm
     inlines = [SubjectAltNameInline]
-    list_display = ["name", "ca", "subject", "key_algorithm", "validity_days", "auto_renew",
-                    "challenge_type", "slug"]
+    list_display = [
+        "name",
+        "ca",
+        "subject",
+        "key_algorithm",
+        "validity_days",
+        "auto_renew",
+        "challenge_type",
+        "slug",
+    ]
     list_filter = ["ca", "challenge_type", "auto_renew", "key_generation", "approval_required"]
     search_fields = ["name", "slug", "subject", "description"]
     list_select_related = ["ca"]
@@ -30,16 +38,48 @@ class CertificateTemplateAdmin(AuditedAdminMixin, admin.ModelAdmin):
     readonly_fields = ["challenge_stored", "lookup_variables"]
     fieldsets = [
         (None, {"fields": ["name", "slug", "description", "ca"]}),
-        ("Subject", {"fields": ["subject", "subject_source", "allowed_request_san_types",
-                                "lookup_variables"]}),
-        ("Key", {"fields": ["key_algorithm", "key_generation", "key_usage_digital_signature",
-                            "key_usage_key_encipherment", "eku_choices", "custom_ekus"]}),
-        ("Validity and lifecycle", {"fields": ["validity_days", "auto_renew", "renew_before_days",
-                                               "revocation_enabled"]}),
-        ("Challenge and attempts", {"fields": ["challenge_type", "challenge_stored",
-                                               "static_challenge_input", "clear_static_challenge",
-                                               "max_failed_attempts", "retry_interval_seconds",
-                                               "approval_required"]}),
+        (
+            "Subject",
+            {
+                "fields": [
+                    "subject",
+                    "subject_source",
+                    "allowed_request_san_types",
+                    "lookup_variables",
+                ]
+            },
+        ),
+        (
+            "Key",
+            {
+                "fields": [
+                    "key_algorithm",
+                    "key_generation",
+                    "key_usage_digital_signature",
+                    "key_usage_key_encipherment",
+                    "eku_choices",
+                    "custom_ekus",
+                ]
+            },
+        ),
+        (
+            "Validity and lifecycle",
+            {"fields": ["validity_days", "auto_renew", "renew_before_days", "revocation_enabled"]},
+        ),
+        (
+            "Challenge and attempts",
+            {
+                "fields": [
+                    "challenge_type",
+                    "challenge_stored",
+                    "static_challenge_input",
+                    "clear_static_challenge",
+                    "max_failed_attempts",
+                    "retry_interval_seconds",
+                    "approval_required",
+                ]
+            },
+        ),
     ]
 
     @admin.display(description="challenge password")
@@ -54,10 +94,16 @@ class CertificateTemplateAdmin(AuditedAdminMixin, admin.ModelAdmin):
         for alias, name in WORKSPACE_ONE_ALIASES.items():
             aliases.setdefault(name, []).append(f"{{{alias}}}")
         rows = format_html_join(
-            "", "<tr><td><code>${}$</code></td><td>{}</td><td>{}</td></tr>",
-            ((name, meaning, " ".join(aliases.get(name, []))) for name, meaning in CANONICAL.items()),
+            "",
+            "<tr><td><code>${}$</code></td><td>{}</td><td>{}</td></tr>",
+            (
+                (name, meaning, " ".join(aliases.get(name, [])))
+                for name, meaning in CANONICAL.items()
+            ),
         )
         return format_html(
             "<details><summary>Variables for the subject and SAN values</summary>"
             "<table><thead><tr><th>variable</th><th>value</th><th>also written</th></tr></thead>"
-            "<tbody>{}</tbody></table></details>", rows)
+            "<tbody>{}</tbody></table></details>",
+            rows,
+        )

@@ -13,25 +13,57 @@ class CertificateTemplateForm(forms.ModelForm):
     """Templates with a write-only challenge password and EKUs as checkboxes + custom OIDs."""
 
     static_challenge_input = forms.CharField(
-        label="Enrollment challenge password", required=False, strip=False,
+        label="Enrollment challenge password",
+        required=False,
+        strip=False,
         widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"}),
-        help_text="Write-only: never shown again. Leave empty to keep the current one.")
+        help_text="Write-only: never shown again. Leave empty to keep the current one.",
+    )
     clear_static_challenge = forms.BooleanField(
-        label="Remove the stored challenge password", required=False)
+        label="Remove the stored challenge password", required=False
+    )
     eku_choices = forms.MultipleChoiceField(
-        label="Extended key usages", choices=ExtendedKeyUsage.choices, required=False,
-        widget=forms.CheckboxSelectMultiple)
-    custom_ekus = forms.CharField(
-        label="Custom EKU OIDs", required=False,
-        help_text="Further extended key usage OIDs, separated by commas or spaces.")
-    allowed_request_san_types = forms.MultipleChoiceField(
-        label="SAN types allowed from a request", choices=SanType.choices, required=False,
+        label="Extended key usages",
+        choices=ExtendedKeyUsage.choices,
+        required=False,
         widget=forms.CheckboxSelectMultiple,
-        help_text="Only with subject source \u201crequest\u201d: which SANs of the CSR are copied.")
+    )
+    custom_ekus = forms.CharField(
+        label="Custom EKU OIDs",
+        required=False,
+        help_text="Further extended key usage OIDs, separated by commas or spaces.",
+    )
+    allowed_request_san_types = forms.MultipleChoiceField(
+        label="SAN types allowed from a request",
+        choices=SanType.choices,
+        required=False,
+        widget=forms.CheckboxSelectMultiple,
+        help_text="Only with subject source \u201crequest\u201d: which SANs of the CSR are copied.",
+    )
 
     class Meta:
         model = CertificateTemplate
-        exclude = ["extended_key_usages"]
+        fields = [
+            "name",
+            "slug",
+            "description",
+            "ca",
+            "subject",
+            "subject_source",
+            "allowed_request_san_types",
+            "key_algorithm",
+            "key_generation",
+            "key_usage_digital_signature",
+            "key_usage_key_encipherment",
+            "validity_days",
+            "auto_renew",
+            "renew_before_days",
+            "revocation_enabled",
+            "challenge_type",
+            "max_failed_attempts",
+            "retry_interval_seconds",
+            "approval_required",
+        ]
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
@@ -41,7 +73,8 @@ class CertificateTemplateForm(forms.ModelForm):
         if self.instance.static_challenge:
             self.fields["static_challenge_input"].help_text = (
                 "A password is stored (encrypted). Write-only: type a new one to replace it, "
-                "or leave empty to keep it.")
+                "or leave empty to keep it."
+            )
 
     def clean(self) -> dict:
         data = super().clean()
@@ -58,6 +91,8 @@ class CertificateTemplateForm(forms.ModelForm):
         elif data.get("clear_static_challenge"):
             self.instance.set_static_challenge("")
         if data.get("challenge_type") != ChallengeType.STATIC and new_challenge:
-            self.add_error("static_challenge_input",
-                           "A challenge password is only used with the static challenge type.")
+            self.add_error(
+                "static_challenge_input",
+                "A challenge password is only used with the static challenge type.",
+            )
         return data

@@ -16,8 +16,19 @@ from apps.pki.services import generate_local_ca, import_ca
 
 GENERATE_FIELDSETS = [
     (None, {"fields": ["name", "slug", "description"]}),
-    ("Certificate", {"fields": ["parent", "subject_dn", "key_algorithm", "signature_hash",
-                                "validity_years", "path_length"]}),
+    (
+        "Certificate",
+        {
+            "fields": [
+                "parent",
+                "subject_dn",
+                "key_algorithm",
+                "signature_hash",
+                "validity_years",
+                "path_length",
+            ]
+        },
+    ),
 ]
 IMPORT_FIELDSETS = [
     (None, {"fields": ["name", "slug", "description"]}),
@@ -35,9 +46,20 @@ class CertificateAuthorityAdmin(AuditedAdminMixin, admin.ModelAdmin):
     list_select_related = ["parent"]
     prepopulated_fields = {"slug": ["name"]}
     change_list_template = "admin/pki/certificateauthority/change_list.html"
-    readonly_fields = ["kind", "parent", "subject", "serial", "fingerprint", "not_before",
-                       "not_after", "key_algorithm", "path_length", "key_stored", "downloads",
-                       "certificate_pem"]
+    readonly_fields = [
+        "kind",
+        "parent",
+        "subject",
+        "serial",
+        "fingerprint",
+        "not_before",
+        "not_after",
+        "key_algorithm",
+        "path_length",
+        "key_stored",
+        "downloads",
+        "certificate_pem",
+    ]
 
     def get_form(self, request, obj=None, change=False, **kwargs):
         if obj is not None:
@@ -54,10 +76,24 @@ class CertificateAuthorityAdmin(AuditedAdminMixin, admin.ModelAdmin):
             return IMPORT_FIELDSETS if self._mode(request) == "import" else GENERATE_FIELDSETS
         return [
             (None, {"fields": ["name", "description", "kind", "signature_hash"]}),
-            ("Certificate", {"fields": ["subject", "parent", "serial", "fingerprint",
-                                        "not_before", "not_after", "key_algorithm",
-                                        "path_length", "key_stored", "downloads",
-                                        "certificate_pem"]}),
+            (
+                "Certificate",
+                {
+                    "fields": [
+                        "subject",
+                        "parent",
+                        "serial",
+                        "fingerprint",
+                        "not_before",
+                        "not_after",
+                        "key_algorithm",
+                        "path_length",
+                        "key_stored",
+                        "downloads",
+                        "certificate_pem",
+                    ]
+                },
+            ),
         ]
 
     def get_readonly_fields(self, request, obj=None):
@@ -79,13 +115,24 @@ class CertificateAuthorityAdmin(AuditedAdminMixin, admin.ModelAdmin):
             return super().save_model(request, obj, form, change)
         data = form.cleaned_data
         if isinstance(form, ImportCAForm):
-            import_ca(ca=obj, data=data["identity_bytes"], password=data.get("password") or "",
-                      key_data=data["key_bytes"], request=request)
+            import_ca(
+                ca=obj,
+                data=data["identity_bytes"],
+                password=data.get("password") or "",
+                key_data=data["key_bytes"],
+                request=request,
+            )
         else:
             generate_local_ca(
-                ca=obj, subject=data["subject_dn"], key_algorithm=data["key_algorithm"],
-                signature_hash=data["signature_hash"], validity_years=data["validity_years"],
-                parent=data.get("parent"), path_length=data.get("path_length"), request=request)
+                ca=obj,
+                subject=data["subject_dn"],
+                key_algorithm=data["key_algorithm"],
+                signature_hash=data["signature_hash"],
+                validity_years=data["validity_years"],
+                parent=data.get("parent"),
+                path_length=data.get("path_length"),
+                request=request,
+            )
 
     def save_related(self, request, form, formsets, change) -> None:
         # A new CA's creation was audited by the service that made it.
@@ -94,8 +141,11 @@ class CertificateAuthorityAdmin(AuditedAdminMixin, admin.ModelAdmin):
 
     def get_urls(self):
         return [
-            path("<int:pk>/download/<str:encoding>/", self.admin_site.admin_view(self.download),
-                 name="pki_certificateauthority_download"),
+            path(
+                "<int:pk>/download/<str:encoding>/",
+                self.admin_site.admin_view(self.download),
+                name="pki_certificateauthority_download",
+            ),
             *super().get_urls(),
         ]
 
@@ -105,8 +155,11 @@ class CertificateAuthorityAdmin(AuditedAdminMixin, admin.ModelAdmin):
         if not self.has_view_permission(request, ca):
             raise PermissionDenied
         if encoding == "der":
-            body, ctype, ext = (ca.certificate.public_bytes(serialization.Encoding.DER),
-                                "application/pkix-cert", "cer")
+            body, ctype, ext = (
+                ca.certificate.public_bytes(serialization.Encoding.DER),
+                "application/pkix-cert",
+                "cer",
+            )
         elif encoding == "pem":
             body, ctype, ext = ca.certificate_pem, "application/x-pem-file", "pem"
         elif encoding == "chain":
@@ -134,5 +187,9 @@ class CertificateAuthorityAdmin(AuditedAdminMixin, admin.ModelAdmin):
         def url(encoding: str) -> str:
             return reverse("admin:pki_certificateauthority_download", args=[ca.pk, encoding])
 
-        return format_html('<a href="{}">PEM</a> · <a href="{}">DER</a> · <a href="{}">chain</a>',
-                           url("pem"), url("der"), url("chain"))
+        return format_html(
+            '<a href="{}">PEM</a> · <a href="{}">DER</a> · <a href="{}">chain</a>',
+            url("pem"),
+            url("der"),
+            url("chain"),
+        )

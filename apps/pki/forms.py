@@ -13,14 +13,20 @@ class GenerateCAForm(forms.ModelForm):
     """A new local CA: a root, or an intermediate signed by another local CA."""
 
     subject_dn = forms.CharField(
-        label="Subject", max_length=500,
-        help_text="Most significant first, e.g. C=US,O=Zylker,CN=Zylker Issuing CA.")
-    key_algorithm = forms.ChoiceField(label="Key type and size", choices=KeyAlgorithm.choices,
-                                      initial=KeyAlgorithm.EC_P256)
+        label="Subject",
+        max_length=500,
+        help_text="Most significant first, e.g. C=US,O=Zylker,CN=Zylker Issuing CA.",
+    )
+    key_algorithm = forms.ChoiceField(
+        label="Key type and size", choices=KeyAlgorithm.choices, initial=KeyAlgorithm.EC_P256
+    )
     validity_years = forms.IntegerField(min_value=1, max_value=30, initial=10)
     path_length = forms.IntegerField(
-        min_value=0, max_value=10, required=False,
-        help_text="How many CAs may stand below this one; empty for no limit.")
+        min_value=0,
+        max_value=10,
+        required=False,
+        help_text="How many CAs may stand below this one; empty for no limit.",
+    )
 
     class Meta:
         model = CertificateAuthority
@@ -55,12 +61,19 @@ class ImportCAForm(forms.ModelForm):
     identity_file = forms.FileField(
         label="CA certificate and key",
         help_text="PKCS#12 (.p12/.pfx), or PEM with the certificate (and the key, or give "
-                  "the key below). Certificates of the issuers above may follow.")
-    key_file = forms.FileField(label="Private key (PEM)", required=False,
-                               help_text="Only when the key is in a separate PEM file.")
+        "the key below). Certificates of the issuers above may follow.",
+    )
+    key_file = forms.FileField(
+        label="Private key (PEM)",
+        required=False,
+        help_text="Only when the key is in a separate PEM file.",
+    )
     password = forms.CharField(
-        required=False, strip=False, widget=forms.PasswordInput(render_value=False),
-        help_text="The PKCS#12 or key password. It is not stored.")
+        required=False,
+        strip=False,
+        widget=forms.PasswordInput(render_value=False),
+        help_text="The PKCS#12 or key password. It is not stored.",
+    )
 
     class Meta:
         model = CertificateAuthority
@@ -77,8 +90,11 @@ class ImportCAForm(forms.ModelForm):
                 raise ValidationError("The file is too large for a CA identity.")
         data["identity_bytes"] = upload.read()
         data["key_bytes"] = key_upload.read() if key_upload else b""
-        check_ca_import(data=data["identity_bytes"], password=data.get("password") or "",
-                        key_data=data["key_bytes"])
+        check_ca_import(
+            data=data["identity_bytes"],
+            password=data.get("password") or "",
+            key_data=data["key_bytes"],
+        )
         return data
 
 
@@ -86,5 +102,3 @@ class ChangeCAForm(forms.ModelForm):
     class Meta:
         model = CertificateAuthority
         fields = ["name", "description", "signature_hash"]
-
-

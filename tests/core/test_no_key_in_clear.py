@@ -42,8 +42,14 @@ def database_dump() -> bytes:
 
 def forms_of(der: bytes) -> list[bytes]:
     """A DER key as it could appear: raw, base64, base64url, hex, and its inner 32 bytes."""
-    return [der, base64.b64encode(der), base64.urlsafe_b64encode(der), der.hex().encode(),
-            der.hex().upper().encode(), base64.b64encode(der[-48:])]
+    return [
+        der,
+        base64.b64encode(der),
+        base64.urlsafe_b64encode(der),
+        der.hex().encode(),
+        der.hex().upper().encode(),
+        base64.b64encode(der[-48:]),
+    ]
 
 
 def imported_identity() -> tuple[bytes, bytes]:
@@ -52,17 +58,22 @@ def imported_identity() -> tuple[bytes, bytes]:
     name = x509.Name([x509.NameAttribute(x509.oid.NameOID.COMMON_NAME, random_name("import"))])
     now = datetime.datetime.now(datetime.UTC)
     cert = (
-        x509.CertificateBuilder().subject_name(name).issuer_name(name)
-        .public_key(key.public_key()).serial_number(x509.random_serial_number())
-        .not_valid_before(now).not_valid_after(now + datetime.timedelta(days=365))
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now)
+        .not_valid_after(now + datetime.timedelta(days=365))
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
         .sign(key, hashes.SHA256())
     )
     p12 = pkcs12.serialize_key_and_certificates(
         b"imported", key, cert, None, serialization.BestAvailableEncryption(b"pw")
     )
-    der = key.private_bytes(serialization.Encoding.DER, serialization.PrivateFormat.PKCS8,
-                            serialization.NoEncryption())
+    der = key.private_bytes(
+        serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
     return p12, der
 
 
@@ -72,23 +83,28 @@ def test_no_private_key_or_challenge_is_in_clear_anywhere(client, alice, caplog)
     root = force_ca()
     intermediate = force_ca(parent=root, key_algorithm="rsa2048", path_length=0)
     p12, imported_der = imported_identity()
-    imported = import_ca(ca=CertificateAuthority(name="Imported", slug="imported"), data=p12,
-                         password="pw")
-    template = force_template(ca=intermediate, challenge_type="static",
-                              static_challenge=CHALLENGE)
+    imported = import_ca(
+        ca=CertificateAuthority(name="Imported", slug="imported"), data=p12, password="pw"
+    )
+    template = force_template(ca=intermediate, challenge_type="static", static_challenge=CHALLENGE)
     force_certificate(template=template)
 
     key_ders = [imported_der] + [
-        CertificateAuthority.objects.get(pk=ca.pk).load_private_key().private_bytes(
-            serialization.Encoding.DER, serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption())
+        CertificateAuthority.objects.get(pk=ca.pk)
+        .load_private_key()
+        .private_bytes(
+            serialization.Encoding.DER,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
         for ca in (root, intermediate)
     ]
     out = io.StringIO()
     call_command("dumpdata", stdout=out)
     client.force_login(alice)
     pages = b"".join(
-        client.get(url).content for url in (
+        client.get(url).content
+        for url in (
             f"/admin/pki/certificateauthority/{imported.pk}/change/",
             f"/admin/pki/certificateauthority/{root.pk}/change/",
             f"/admin/enrollment/certificatetemplate/{template.pk}/change/",
@@ -96,8 +112,12 @@ def test_no_private_key_or_challenge_is_in_clear_anywhere(client, alice, caplog)
             "/admin/audit/auditevent/",
         )
     )
-    places = {"database": database_dump(), "dumpdata": out.getvalue().encode(),
-              "logs": caplog.text.encode(), "admin": pages}
+    places = {
+        "database": database_dump(),
+        "dumpdata": out.getvalue().encode(),
+        "logs": caplog.text.encode(),
+        "admin": pages,
+    }
     for where, blob in places.items():
         assert b"PRIVATE KEY" not in blob, where
         assert CHALLENGE.encode() not in blob, where

@@ -60,8 +60,9 @@ def test_kek_rotation_rewraps_every_secret_and_keeps_every_key_usable(tmp_path):
     with override_settings(MDMCERTS_KEK=OLD):
         root = force_ca()
         intermediate = force_ca(parent=root, path_length=0)
-        template = force_template(ca=intermediate, challenge_type="static",
-                                  static_challenge="s3cret-challenge")
+        template = force_template(
+            ca=intermediate, challenge_type="static", static_challenge="s3cret-challenge"
+        )
     with override_settings(MDMCERTS_KEK=f"{NEW},{OLD}"):
         report = rewrap_all()
         assert report.rewrapped == {

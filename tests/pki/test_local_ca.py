@@ -7,7 +7,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import pkcs12
 from django.core.exceptions import ValidationError
 
-from apps.audit.models import AuditEvent
+from apps.audit.services import history_for
 from apps.pki.models import CertificateAuthority
 from apps.pki.services import generate_local_ca, import_ca
 from tests.factories import force_ca, make_key, random_name
@@ -22,12 +22,15 @@ def ext(cert: x509.Certificate, cls):
 
 @pytest.mark.parametrize(
     "algorithm, key_class, size",
-    [("rsa2048", rsa.RSAPublicKey, 2048), ("rsa3072", rsa.RSAPublicKey, 3072),
-     ("ec-p256", ec.EllipticCurvePublicKey, 256), ("ec-p384", ec.EllipticCurvePublicKey, 384)],
+    [
+        ("rsa2048", rsa.RSAPublicKey, 2048),
+        ("rsa3072", rsa.RSAPublicKey, 3072),
+        ("ec-p256", ec.EllipticCurvePublicKey, 256),
+        ("ec-p384", ec.EllipticCurvePublicKey, 384),
+    ],
 )
 def test_it_generates_a_root_ca_with_proper_ca_extensions(algorithm, key_class, size):
-    ca = force_ca(key_algorithm=algorithm, path_length=1,
-                  subject="C=US,O=Zylker,CN=Zylker Root")
+    ca = force_ca(key_algorithm=algorithm, path_length=1, subject="C=US,O=Zylker,CN=Zylker Root")
     cert = ca.certificate
     assert isinstance(cert.public_key(), key_class) and cert.public_key().key_size == size
     assert cert.subject.rfc4514_string() == "CN=Zylker Root,O=Zylker,C=US"
@@ -43,15 +46,21 @@ def test_it_generates_a_root_ca_with_proper_ca_extensions(algorithm, key_class, 
     assert ca.not_after - ca.not_before >= datetime.timedelta(days=3650)
     assert ca.fingerprint_sha256 == cert.fingerprint(hashes.SHA256()).hex()
     assert ca.private_key.startswith("mdmc1:")
-    assert AuditEvent.objects.filter(object_id=str(ca.pk), action="create").count() == 1
+    assert history_for(ca).filter(action="create").count() == 1
 
 
-@pytest.mark.parametrize("hash_name, hash_class", [("sha384", hashes.SHA384),
-                                                   ("sha512", hashes.SHA512)])
+@pytest.mark.parametrize(
+    "hash_name, hash_class", [("sha384", hashes.SHA384), ("sha512", hashes.SHA512)]
+)
 def test_it_signs_with_the_chosen_hash(hash_name, hash_class):
     name = random_name("ca")
-    ca = generate_local_ca(ca=CertificateAuthority(name=name, slug=name), subject=f"CN={name}",
-                           key_algorithm="ec-p384", signature_hash=hash_name, validity_years=1)
+    ca = generate_local_ca(
+        ca=CertificateAuthority(name=name, slug=name),
+        subject=f"CN={name}",
+        key_algorithm="ec-p384",
+        signature_hash=hash_name,
+        validity_years=1,
+    )
     assert isinstance(ca.certificate.signature_hash_algorithm, hash_class)
 
 
@@ -61,7 +70,8 @@ def test_an_intermediate_chains_to_its_root_and_never_outlives_it(tmp_path):
     cert = intermediate.certificate
     assert cert.issuer == root.certificate.subject
     assert ext(cert, x509.AuthorityKeyIdentifier).value.key_identifier == (
-        ext(root.certificate, x509.SubjectKeyIdentifier).value.digest)
+        ext(root.certificate, x509.SubjectKeyIdentifier).value.digest
+    )
     assert intermediate.not_after == root.not_after
     assert ext(cert, x509.BasicConstraints).value.path_length == 0
     assert intermediate.chain() == [cert, root.certificate]
@@ -81,17 +91,29 @@ def self_signed_ca(key, *, ca: bool = True, days: int = 365):
     name = x509.Name([x509.NameAttribute(x509.oid.NameOID.COMMON_NAME, random_name("ext"))])
     now = datetime.datetime.now(datetime.UTC)
     return (
-        x509.CertificateBuilder().subject_name(name).issuer_name(name)
-        .public_key(key.public_key()).serial_number(x509.random_serial_number())
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
         .not_valid_before(now - datetime.timedelta(days=1))
         .not_valid_after(now + datetime.timedelta(days=days))
         .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()),
-                       critical=False)
-        .add_extension(x509.KeyUsage(digital_signature=False, content_commitment=False,
-                                     key_encipherment=False, data_encipherment=False,
-                                     key_agreement=False, key_cert_sign=ca, crl_sign=ca,
-                                     encipher_only=False, decipher_only=False), critical=True)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=False,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=ca,
+                crl_sign=ca,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
         .sign(key, hashes.SHA256())
     )
 
@@ -105,7 +127,8 @@ def test_it_imports_a_ca_from_pkcs12_and_signs_with_it(tmp_path):
     key = make_key("rsa2048")
     cert = self_signed_ca(key)
     p12 = pkcs12.serialize_key_and_certificates(
-        b"x", key, cert, None, serialization.BestAvailableEncryption(b"secret"))
+        b"x", key, cert, None, serialization.BestAvailableEncryption(b"secret")
+    )
     ca = import_ca(ca=new_ca_row(), data=p12, password="secret")
     assert ca.certificate == cert
     assert ca.key_algorithm == "rsa2048"
@@ -118,16 +141,23 @@ def test_it_imports_a_ca_from_pem_with_an_encrypted_key_and_links_a_known_issuer
     key = make_key("ec-p256")
     now = datetime.datetime.now(datetime.UTC)
     cert = (
-        x509.CertificateBuilder().subject_name(x509.Name([
-            x509.NameAttribute(x509.oid.NameOID.COMMON_NAME, "External Sub CA")]))
-        .issuer_name(root.certificate.subject).public_key(key.public_key())
-        .serial_number(x509.random_serial_number()).not_valid_before(now)
+        x509.CertificateBuilder()
+        .subject_name(
+            x509.Name([x509.NameAttribute(x509.oid.NameOID.COMMON_NAME, "External Sub CA")])
+        )
+        .issuer_name(root.certificate.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now)
         .not_valid_after(now + datetime.timedelta(days=30))
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
         .sign(root.load_private_key(), hashes.SHA256())
     )
-    key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                serialization.BestAvailableEncryption(b"pw"))
+    key_pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.BestAvailableEncryption(b"pw"),
+    )
     cert_pem = cert.public_bytes(serialization.Encoding.PEM)
     ca = import_ca(ca=new_ca_row(), data=cert_pem, key_data=key_pem, password="pw")
     assert ca.parent == root
@@ -136,13 +166,14 @@ def test_it_imports_a_ca_from_pem_with_an_encrypted_key_and_links_a_known_issuer
 
 def p12(key, cert, password: bytes = b"right") -> bytes:
     return pkcs12.serialize_key_and_certificates(
-        b"x", key, cert, None, serialization.BestAvailableEncryption(password))
+        b"x", key, cert, None, serialization.BestAvailableEncryption(password)
+    )
 
 
 def pem(key, cert) -> bytes:
     return cert.public_bytes(serialization.Encoding.PEM) + key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption())
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
 
 
 def weak_ca_p12() -> bytes:
