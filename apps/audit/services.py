@@ -2,6 +2,7 @@
 
 import datetime
 import decimal
+import hashlib
 import uuid
 from typing import Any
 
@@ -17,6 +18,14 @@ from apps.core.net import client_ip
 REDACTED = "(secret)"
 
 
+def secret_marker(token: str) -> str:
+    """Stands for a stored secret in a diff: a different ciphertext gives a different
+    marker, so a replaced secret shows as a change, and nothing about the value leaks."""
+    if not token:
+        return ""
+    return f"(secret {hashlib.sha256(token.encode()).hexdigest()[:8]})"
+
+
 def _plain(value: Any) -> Any:
     if isinstance(value, datetime.datetime | datetime.date | uuid.UUID | decimal.Decimal):
         return str(value)
@@ -29,8 +38,10 @@ def snapshot(instance: models.Model) -> dict[str, Any]:
     """The instance's concrete field values, secrets replaced by a marker."""
     data: dict[str, Any] = {}
     for f in instance._meta.concrete_fields:
+        if getattr(f, "auto_now", False):
+            continue  # bookkeeping, not a change anyone made
         if isinstance(f, EncryptedSecretField):
-            data[f.name] = REDACTED if getattr(instance, f.attname) else ""
+            data[f.name] = secret_marker(getattr(instance, f.attname))
         else:
             data[f.name] = _plain(getattr(instance, f.attname))
     extra = getattr(instance, "audit_extra", None)

@@ -7,7 +7,7 @@ import zipfile
 from cryptography.hazmat.primitives import serialization
 from django import forms
 from django.contrib import admin, messages
-from django.core.exceptions import PermissionDenied, ValidationError
+from django.core.exceptions import PermissionDenied
 from django.http import HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
@@ -18,7 +18,7 @@ from django.utils.html import format_html
 from apps.audit.admin import AuditedAdminMixin
 from apps.certificates.choices import CertificateStatus
 from apps.certificates.models import Certificate
-from apps.certificates.services import revoke_certificate
+from apps.certificates.services import AlreadyRevoked, revoke_certificate
 from apps.pki.choices import RevocationReason
 
 HEX_TERM = re.compile(r"^[0-9A-Fa-f:]{8,}$")
@@ -171,8 +171,8 @@ class CertificateAdmin(AuditedAdminMixin, admin.ModelAdmin):
                         certificate=cert, reason=form.cleaned_data["reason"], request=request
                     )
                     done += 1
-                except ValidationError as exc:
-                    self.message_user(request, " ".join(exc.messages), messages.WARNING)
+                except AlreadyRevoked as exc:
+                    self.message_user(request, str(exc), messages.WARNING)
             self.message_user(request, f"{done} certificate(s) revoked.", messages.SUCCESS)
             return None if not single else _redirect_to(queryset.first())
         context = {

@@ -24,6 +24,10 @@ logger = logging.getLogger(__name__)
 SERIAL_ATTEMPTS = 3
 
 
+class AlreadyRevoked(Exception):
+    """The certificate is revoked already; revocation happens once."""
+
+
 class IssuanceRefused(Exception):
     """The certificate was not issued; ``str()`` is a reason safe to show and to audit."""
 
@@ -137,13 +141,13 @@ def revoke_certificate(
     actor=None,
     request=None,
 ) -> Certificate:
-    """Revoke now with an RFC 5280 reason. Revoking twice is refused."""
+    """Revoke now with an RFC 5280 reason. Revoking twice raises ``AlreadyRevoked``."""
     if reason not in RevocationReason.values:
         raise ValidationError({"reason": f"Unknown revocation reason {reason!r}."})
     with transaction.atomic():
         row = Certificate.objects.select_for_update().get(pk=certificate.pk)
         if row.status == CertificateStatus.REVOKED:
-            raise ValidationError(f"Certificate {row.serial} is already revoked.")
+            raise AlreadyRevoked(f"Certificate {row.serial} is already revoked.")
         before = row.status
         row.status = CertificateStatus.REVOKED
         row.revoked_at = timezone.now()

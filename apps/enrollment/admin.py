@@ -6,6 +6,7 @@ from django.utils.html import format_html, format_html_join
 from apps.audit.admin import AuditedAdminMixin
 from apps.enrollment.forms import CertificateTemplateForm
 from apps.enrollment.models import CertificateTemplate, TemplateSubjectAltName
+from apps.enrollment.services import delete_template
 from apps.enrollment.variables import CANONICAL, MANAGEENGINE_ALIASES, WORKSPACE_ONE_ALIASES
 
 
@@ -81,6 +82,23 @@ class CertificateTemplateAdmin(AuditedAdminMixin, admin.ModelAdmin):
             },
         ),
     ]
+
+    def get_deleted_objects(self, objs, request):
+        # Certificates keep their template for renewal and the inventory: a template
+        # that issued any is protected, as the API refuses it too.
+        deleted, counts, perms_needed, protected = super().get_deleted_objects(objs, request)
+        for template in objs:
+            issued = template.certificates.count()
+            if issued:
+                protected.append(f"{template}: {issued} certificate(s) issued from it")
+        return deleted, counts, perms_needed, protected
+
+    def delete_model(self, request, obj) -> None:
+        delete_template(template=obj, request=request)
+
+    def delete_queryset(self, request, queryset) -> None:
+        for template in queryset:
+            delete_template(template=template, request=request)
 
     @admin.display(description="challenge password")
     def challenge_stored(self, template: CertificateTemplate) -> str:

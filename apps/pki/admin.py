@@ -40,7 +40,7 @@ IMPORT_FIELDSETS = [
 class CertificateAuthorityAdmin(AuditedAdminMixin, admin.ModelAdmin):
     """CA servers: generate or import local CAs, download their certificates."""
 
-    list_display = ["name", "kind", "subject", "short_fingerprint", "not_after", "downloads"]
+    list_display = ["name", "kind", "subject", "short_fingerprint", "validity", "downloads"]
     list_filter = ["kind"]
     search_fields = ["name", "slug", "subject", "fingerprint_sha256"]
     list_select_related = ["parent"]
@@ -169,6 +169,10 @@ class CertificateAuthorityAdmin(AuditedAdminMixin, admin.ModelAdmin):
         response = HttpResponse(body, content_type=ctype)
         response["Content-Disposition"] = f'attachment; filename="{ca.slug}.{ext}"'
         return response
+
+    @admin.display(description="validity", ordering="not_after")
+    def validity(self, ca: CertificateAuthority) -> str:
+        return f"{ca.not_before:%Y-%m-%d} → {ca.not_after:%Y-%m-%d}"
 
     @admin.display(description="SHA-256 fingerprint", ordering="fingerprint_sha256")
     def short_fingerprint(self, ca: CertificateAuthority) -> str:

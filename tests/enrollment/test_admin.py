@@ -3,9 +3,9 @@
 import pytest
 
 from apps.audit.models import AuditEvent
-from apps.audit.services import history_for
+from apps.audit.services import history_for, secret_marker
 from apps.enrollment.models import CertificateTemplate
-from tests.factories import force_ca, force_template
+from tests.factories import force_ca, force_certificate, force_template
 
 pytestmark = pytest.mark.django_db
 ADD = "/admin/enrollment/certificatetemplate/add/"
@@ -65,7 +65,7 @@ def test_alice_creates_a_template_with_san_rows_and_a_write_only_challenge(clien
     assert "Glob4l-Enrollment-Code" not in page.content.decode()
     assert "stored (encrypted)" in page.content.decode()
     event = history_for(template).get(action="create")
-    assert event.changes["static_challenge"] == [None, "(secret)"]
+    assert event.changes["static_challenge"] == [None, secret_marker(template.static_challenge)]
     assert event.changes["subject_alternative_names"] == [
         None,
         ["rfc822:%email%", "upn:$USER_UPN$"],
@@ -137,3 +137,14 @@ def test_deleting_a_template_is_audited(client, alice):
     assert not CertificateTemplate.objects.filter(pk=template.pk).exists()
     event = AuditEvent.objects.get(action="delete")
     assert event.object_repr == template.name and event.changes["name"] == [template.name, None]
+
+
+def test_a_template_that_issued_certificates_cannot_be_deleted(client, alice):
+    template = force_certificate().template
+    client.force_login(alice)
+    url = f"/admin/enrollment/certificatetemplate/{template.pk}/delete/"
+    page = client.get(url).content.decode()
+    assert "1 certificate(s) issued from it" in page
+    client.post(url, {"post": "yes"})
+    assert CertificateTemplate.objects.filter(pk=template.pk).exists()
+    assert not history_for(template).filter(action="delete").exists()

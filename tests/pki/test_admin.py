@@ -6,7 +6,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.serialization import pkcs12
 from django.core.files.uploadedfile import SimpleUploadedFile
 
-from apps.audit.services import history_for
+from apps.audit.services import history_for, secret_marker
 from apps.pki.models import CertificateAuthority
 from tests.factories import force_ca, make_key
 from tests.pki.test_local_ca import self_signed_ca
@@ -39,7 +39,8 @@ def test_alice_generates_a_root_ca_in_the_console(client, alice):
     assert ca.subject == "C=US,O=Zylker,CN=Zylker Root" and ca.path_length == 1
     event = history_for(ca).get(action="create")
     assert event.actor == alice and event.source_ip == "127.0.0.1"
-    assert event.changes["private_key"] == [None, "(secret)"]
+    assert event.changes["private_key"] == [None, secret_marker(ca.private_key)]
+    assert event.changes["private_key"][1].startswith("(secret ")
 
 
 def test_alice_generates_an_intermediate_under_a_local_ca(client, alice):

@@ -1,0 +1,1 @@
+"""Staff REST API for the certificate inventory."""

@@ -1,0 +1,121 @@
+"""Request template representations, with SAN rows nested and the static challenge
+write-only."""
+
+from typing import Any
+
+from rest_framework import serializers
+
+from apps.audit.services import snapshot
+from apps.enrollment.choices import SanType
+from apps.enrollment.models import (
+    CertificateTemplate,
+    TemplateSubjectAltName,
+    validate_oid_list,
+)
+from apps.enrollment.services import save_template
+
+
+class SubjectAltNameSerializer(serializers.ModelSerializer):
+    """One SAN row; ``value`` may hold lookup variables."""
+
+    class Meta:
+        model = TemplateSubjectAltName
+        fields = ["san_type", "value"]
+
+
+class CertificateTemplateSerializer(serializers.ModelSerializer):
+    """A request template. SAN rows given on a write replace the current ones wholesale;
+    ``static_challenge`` is never returned (see ``has_static_challenge``)."""
+
+    subject_alternative_names = SubjectAltNameSerializer(
+        many=True,
+        source="san_rows",
+        required=False,
+        help_text="Replaces every SAN row when given; the order is kept.",
+    )
+    extended_key_usages = serializers.ListField(
+        child=serializers.CharField(max_length=100),
+        required=False,
+        validators=[validate_oid_list],
+        help_text="OIDs, e.g. 1.3.6.1.5.5.7.3.2 for client authentication.",
+    )
+    allowed_request_san_types = serializers.ListField(
+        child=serializers.ChoiceField(choices=SanType.choices),
+        required=False,
+        help_text="SAN types copied from the request when the subject comes from it.",
+    )
+    static_challenge = serializers.CharField(
+        write_only=True,
+        required=False,
+        allow_blank=True,
+        trim_whitespace=False,
+        max_length=255,
+        style={"input_type": "password"},
+        help_text="The static enrollment challenge password. Write-only: omitted keeps the "
+        'stored one, "" clears it.',
+    )
+    has_static_challenge = serializers.SerializerMethodField()
+
+    class Meta:
+        model = CertificateTemplate
+        fields = [
+            "id",
+            "name",
+            "slug",
+            "description",
+            "ca",
+            "subject",
+            "subject_alternative_names",
+            "key_algorithm",
+            "key_usage_digital_signature",
+            "key_usage_key_encipherment",
+            "extended_key_usages",
+            "validity_days",
+            "auto_renew",
+            "renew_before_days",
+            "revocation_enabled",
+            "challenge_type",
+            "static_challenge",
+            "has_static_challenge",
+            "max_failed_attempts",
+            "retry_interval_seconds",
+            "key_generation",
+            "subject_source",
+            "allowed_request_san_types",
+            "approval_required",
+            "created_at",
+            "updated_at",
+        ]
+        read_only_fields = ["created_at", "updated_at"]
+
+    def get_has_static_challenge(self, template: CertificateTemplate) -> bool:
+        return bool(template.static_challenge)
+
+    def create(self, validated_data: dict[str, Any]) -> CertificateTemplate:
+        return self._save(CertificateTemplate(), validated_data, before=None)
+
+    def update(
+        self, template: CertificateTemplate, validated_data: dict[str, Any]
+    ) -> CertificateTemplate:
+        return self._save(template, validated_data, before=snapshot(template))
+
+    def _save(
+        self,
+        template: CertificateTemplate,
+        validated_data: dict[str, Any],
+        *,
+        before: dict[str, Any] | None,
+    ) -> CertificateTemplate:
+        san_rows = validated_data.pop("san_rows", None)
+        static_challenge = validated_data.pop("static_challenge", None)
+        for name, value in validated_data.items():
+            setattr(template, name, value)
+        return save_template(
+            template=template,
+            before=before,
+            san_rows=None
+            if san_rows is None
+            else [(row["san_type"], row["value"]) for row in san_rows],
+            static_challenge=static_challenge,
+            request=self.context["request"],
+        )
