@@ -22,7 +22,7 @@ def new_secret_key() -> str:
 
 def new_kek() -> str:
     """A key-encryption key in the ``MDMCERTS_KEK`` format: ``<key id>:<base64 32 bytes>``."""
-    key_id = "dev" + secrets.token_hex(3)
+    key_id = "k" + secrets.token_hex(3)
     return f"{key_id}:{base64.urlsafe_b64encode(secrets.token_bytes(32)).decode()}"
 
 

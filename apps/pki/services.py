@@ -70,6 +70,8 @@ def generate_local_ca(
     name = crypto.build_name(crypto.parse_name_pattern(subject))
     if parent is not None:
         check_can_sign_ca(parent, path_length)
+        if path_length is None and parent.path_length is not None:
+            path_length = parent.path_length - 1
     key = crypto.generate_private_key(key_algorithm)
     now = timezone.now()
     not_after = now + datetime.timedelta(days=365 * validity_years)
@@ -105,11 +107,20 @@ def check_can_sign_ca(parent: CertificateAuthority, path_length: int | None) -> 
         raise ValidationError({"parent": "The issuing CA must be a local CA with its key."})
     if not parent.is_valid_now:
         raise ValidationError({"parent": "The issuing CA is not valid now."})
-    if parent.path_length is not None and (
-        parent.path_length == 0 or (path_length is not None and path_length >= parent.path_length)
+    if parent.path_length == 0:
+        raise ValidationError(
+            {"parent": "The issuing CA has path length 0: it cannot sign other CAs."}
+        )
+    if (
+        parent.path_length is not None
+        and path_length is not None
+        and (path_length >= parent.path_length)
     ):
         raise ValidationError(
-            {"path_length": f"The issuing CA allows a path length below {parent.path_length} only."}
+            {
+                "path_length": f"Below this issuing CA the path length must be at most "
+                f"{parent.path_length - 1}."
+            }
         )
 
 

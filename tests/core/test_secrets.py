@@ -95,3 +95,12 @@ def test_rewrap_secrets_command_reports_what_it_did():
         call_command("rewrap_secrets", stdout=out)
     assert "pki.certificateauthority.private_key: 1 rewrapped" in out.getvalue()
     assert "1 secrets rewrapped under key 'new2'" in out.getvalue()
+
+
+def test_a_malformed_kek_stops_the_system_checks():
+    from apps.core.checks import kek_is_well_formed
+
+    assert kek_is_well_formed(None) == []
+    with override_settings(MDMCERTS_KEK="k1:tooshort"):
+        (error,) = kek_is_well_formed(None)
+    assert error.id == "mdmcerts.E001" and "32 bytes" in error.msg
