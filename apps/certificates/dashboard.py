@@ -34,11 +34,16 @@ def expiring_per_week(weeks: int = WEEKS) -> list[dict]:
         }
     )
     peak = max(counts.values(), default=0) or 1
-    return [
-        {
-            "start": start.date(),
-            "count": counts[f"w{i}"],
-            "height_pct": round(100 * counts[f"w{i}"] / peak),
-        }
-        for i, (start, _) in enumerate(bounds)
-    ]
+    rows = []
+    for i, (start, _) in enumerate(bounds):
+        height = round(CHART_HEIGHT * counts[f"w{i}"] / peak)
+        rows.append(
+            {
+                "start": start.date(),
+                "count": counts[f"w{i}"],
+                "x": 40 + 60 * i,
+                "height": height,
+                "y": CHART_BASELINE - height,
+            }
+        )
+    return rows

@@ -64,6 +64,7 @@ class CertificateTemplateForm(forms.ModelForm):
             "retry_interval_seconds",
             "approval_required",
         ]
+        widgets = {"subject": forms.TextInput(attrs={"size": 80})}
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)

@@ -154,7 +154,10 @@ def test_the_dashboard_draws_status_counts_and_the_expiry_chart(client, bob, inv
     assert len(weeks) == 12
     assert [w["count"] for w in weeks] == [0] * 8 + [1] + [0] * 3  # `later`, in 60 days
     assert '<svg id="expiry-chart"' in page and page.count('class="bar"') == 12
-    assert 'data-count="1">' in page
+    tallest = weeks[8]
+    assert (tallest["x"], tallest["y"], tallest["height"]) == (520, 30, 160)
+    assert '<rect class="bar" x="520" y="30" width="40" height="160" data-count="1">' in page
+    assert '<rect class="bar" x="40" y="190" width="40" height="0" data-count="0">' in page
 
 
 def test_the_audit_list_is_read_only(client, alice, inventory):
