@@ -1,5 +1,6 @@
 """``force_*`` helpers: real objects with random names, for tests."""
 
+import datetime
 import secrets
 
 from cryptography import x509
@@ -11,6 +12,7 @@ from apps.certificates.models import Certificate
 from apps.certificates.services import issue_certificate
 from apps.enrollment.models import CertificateTemplate, TemplateSubjectAltName
 from apps.enrollment.variables import values_for_user
+from apps.pki import crypto
 from apps.pki.choices import KeyAlgorithm, SignatureHash
 from apps.pki.models import CertificateAuthority
 from apps.pki.services import generate_local_ca
@@ -91,3 +93,24 @@ def force_certificate(*, template: CertificateTemplate | None = None, user=None)
     template = template or force_template()
     user = user or force_user()
     return issue_certificate(make_csr(), template, values_for_user(user), user=user)
+
+
+def self_signed_ca(
+    key, *, ca: bool = True, days: int = 365, name: x509.Name | None = None
+) -> x509.Certificate:
+    """A CA certificate made outside mdmcerts (to import); ``days`` < 0 is expired."""
+    name = name or x509.Name([x509.NameAttribute(x509.oid.NameOID.COMMON_NAME, random_name("ext"))])
+    now = datetime.datetime.now(datetime.UTC)
+    return (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=days))
+        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+        .add_extension(crypto.key_usage(key_cert_sign=ca, crl_sign=ca), critical=True)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .sign(key, hashes.SHA256())
+    )

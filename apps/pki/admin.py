@@ -46,10 +46,9 @@ class CertificateAuthorityAdmin(AuditedAdminMixin, admin.ModelAdmin):
     list_select_related = ["parent"]
     prepopulated_fields = {"slug": ["name"]}
     change_list_template = "admin/pki/certificateauthority/change_list.html"
-    readonly_fields = [
-        "kind",
-        "parent",
+    certificate_fields = [
         "subject",
+        "parent",
         "serial",
         "fingerprint",
         "not_before",
@@ -60,6 +59,7 @@ class CertificateAuthorityAdmin(AuditedAdminMixin, admin.ModelAdmin):
         "downloads",
         "certificate_pem",
     ]
+    readonly_fields = ["kind", *certificate_fields]
 
     def get_form(self, request, obj=None, change=False, **kwargs):
         if obj is not None:
@@ -76,24 +76,7 @@ class CertificateAuthorityAdmin(AuditedAdminMixin, admin.ModelAdmin):
             return IMPORT_FIELDSETS if self._mode(request) == "import" else GENERATE_FIELDSETS
         return [
             (None, {"fields": ["name", "description", "kind", "signature_hash"]}),
-            (
-                "Certificate",
-                {
-                    "fields": [
-                        "subject",
-                        "parent",
-                        "serial",
-                        "fingerprint",
-                        "not_before",
-                        "not_after",
-                        "key_algorithm",
-                        "path_length",
-                        "key_stored",
-                        "downloads",
-                        "certificate_pem",
-                    ]
-                },
-            ),
+            ("Certificate", {"fields": self.certificate_fields}),
         ]
 
     def get_readonly_fields(self, request, obj=None):

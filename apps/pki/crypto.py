@@ -232,3 +232,25 @@ def authority_key_identifier(issuer: x509.Certificate) -> x509.AuthorityKeyIdent
     except x509.ExtensionNotFound:
         return x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer.public_key())
     return x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski)
+
+
+def key_usage(**granted: bool) -> x509.KeyUsage:
+    """A KeyUsage with the named bits set, e.g. ``key_usage(key_cert_sign=True)``."""
+    bits = dict.fromkeys(
+        [
+            "digital_signature",
+            "content_commitment",
+            "key_encipherment",
+            "data_encipherment",
+            "key_agreement",
+            "key_cert_sign",
+            "crl_sign",
+            "encipher_only",
+            "decipher_only",
+        ],
+        False,
+    )
+    unknown = set(granted) - set(bits)
+    if unknown:
+        raise ValueError(f"unknown key usage bits: {sorted(unknown)}")
+    return x509.KeyUsage(**{**bits, **granted})

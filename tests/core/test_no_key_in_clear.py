@@ -1,13 +1,11 @@
 """No private key or challenge in clear in the database, its dump, the logs or the admin."""
 
 import base64
-import datetime
 import io
 import logging
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.serialization import pkcs12
 from django.core.management import call_command
 from django.db import connection
@@ -19,7 +17,7 @@ from tests.factories import (
     force_certificate,
     force_template,
     make_key,
-    random_name,
+    self_signed_ca,
 )
 
 CHALLENGE = "static-challenge-Zq81"
@@ -55,19 +53,7 @@ def forms_of(der: bytes) -> list[bytes]:
 def imported_identity() -> tuple[bytes, bytes]:
     """A self-made CA as PKCS#12 (password "pw"), and its key's DER."""
     key = make_key("rsa2048")
-    name = x509.Name([x509.NameAttribute(x509.oid.NameOID.COMMON_NAME, random_name("import"))])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now)
-        .not_valid_after(now + datetime.timedelta(days=365))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
+    cert = self_signed_ca(key)
     p12 = pkcs12.serialize_key_and_certificates(
         b"imported", key, cert, None, serialization.BestAvailableEncryption(b"pw")
     )

@@ -8,8 +8,7 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 
 from apps.audit.services import history_for, secret_marker
 from apps.pki.models import CertificateAuthority
-from tests.factories import force_ca, make_key
-from tests.pki.test_local_ca import self_signed_ca
+from tests.factories import force_ca, make_key, self_signed_ca
 
 pytestmark = pytest.mark.django_db
 ADD = "/admin/pki/certificateauthority/add/"

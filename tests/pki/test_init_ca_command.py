@@ -1,6 +1,5 @@
 """``manage.py init_ca``: generate a root or an intermediate, import PKCS#12 or PEM."""
 
-import datetime
 import os
 import subprocess
 from io import StringIO
@@ -17,6 +16,7 @@ from django.core.management.base import CommandError
 from apps.pki import crypto
 from apps.pki.choices import KeyAlgorithm, SignatureHash
 from apps.pki.models import CertificateAuthority
+from tests.factories import self_signed_ca
 
 pytestmark = pytest.mark.django_db
 
@@ -38,33 +38,7 @@ def external_ca() -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
             x509.NameAttribute(NameOID.COMMON_NAME, "Elsewhere Root CA"),
         ]
     )
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(days=1))
-        .not_valid_after(now + datetime.timedelta(days=365))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=False,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=True,
-                crl_sign=True,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-        .sign(key, hashes.SHA256())
-    )
+    cert = self_signed_ca(key, name=name)
     return key, cert
 
 

@@ -10,7 +10,7 @@ from django.core.exceptions import ValidationError
 from apps.audit.services import history_for
 from apps.pki.models import CertificateAuthority
 from apps.pki.services import generate_local_ca, import_ca
-from tests.factories import force_ca, make_key, random_name
+from tests.factories import force_ca, make_key, random_name, self_signed_ca
 from tests.openssl import openssl, verify
 
 pytestmark = pytest.mark.django_db
@@ -85,37 +85,6 @@ def test_it_refuses_an_intermediate_below_a_ca_with_path_length_zero():
     with pytest.raises(ValidationError, match="path length"):
         force_ca(parent=root)
     assert CertificateAuthority.objects.count() == before
-
-
-def self_signed_ca(key, *, ca: bool = True, days: int = 365):
-    name = x509.Name([x509.NameAttribute(x509.oid.NameOID.COMMON_NAME, random_name("ext"))])
-    now = datetime.datetime.now(datetime.UTC)
-    return (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(days=1))
-        .not_valid_after(now + datetime.timedelta(days=days))
-        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=False,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=ca,
-                crl_sign=ca,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .sign(key, hashes.SHA256())
-    )
 
 
 def new_ca_row() -> CertificateAuthority:

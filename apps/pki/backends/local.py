@@ -44,16 +44,9 @@ class LocalIssuer:
         )
         if spec.digital_signature or spec.key_encipherment:
             builder = builder.add_extension(
-                x509.KeyUsage(
+                crypto.key_usage(
                     digital_signature=spec.digital_signature,
-                    content_commitment=False,
                     key_encipherment=spec.key_encipherment,
-                    data_encipherment=False,
-                    key_agreement=False,
-                    key_cert_sign=False,
-                    crl_sign=False,
-                    encipher_only=False,
-                    decipher_only=False,
                 ),
                 critical=True,
             )
