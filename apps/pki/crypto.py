@@ -2,12 +2,14 @@
 
 import re
 from collections.abc import Iterable
+from functools import lru_cache
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
+from apps.core import secrets
 from apps.pki.choices import KeyAlgorithm, SignatureHash
 
 PrivateKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
@@ -254,3 +256,18 @@ def key_usage(**granted: bool) -> x509.KeyUsage:
     if unknown:
         raise ValueError(f"unknown key usage bits: {sorted(unknown)}")
     return x509.KeyUsage(**{**bits, **granted})
+
+
+@lru_cache(maxsize=64)
+def load_stored_key(token: str, *, context: str) -> PrivateKey:
+    """A private key from its encrypted store, kept decrypted in this process's memory.
+
+    Decrypting and parsing an RSA key costs tens of milliseconds (the parse checks the
+    key's consistency), too much for every signature. The cache is keyed by the ciphertext,
+    so a rewrapped or replaced key is loaded afresh. The consistency check is skipped here
+    because the key was checked when it entered mdmcerts and AES-GCM authenticates it since.
+    """
+    der = secrets.decrypt(token, context=context)
+    return serialization.load_der_private_key(
+        der, password=None, unsafe_skip_rsa_key_validation=True
+    )

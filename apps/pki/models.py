@@ -3,7 +3,6 @@
 from functools import cached_property
 
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
 from django.conf import settings
 from django.db import models
 from django.utils import timezone
@@ -104,9 +103,10 @@ class CertificateAuthority(models.Model):
         )
 
     def load_private_key(self) -> crypto.PrivateKey:
-        """The CA key, decrypted for one signing operation. Never store or log it."""
-        der = secrets.decrypt(self.private_key, context=secret_context(type(self), "private_key"))
-        return serialization.load_der_private_key(der, password=None)
+        """The CA key, for signing. Never store or log it."""
+        return crypto.load_stored_key(
+            self.private_key, context=secret_context(type(self), "private_key")
+        )
 
     def chain(self) -> list[x509.Certificate]:
         """This CA's certificate and every issuer above it, nearest first."""
