@@ -1,0 +1,321 @@
+"""CMS SignedData with SCEP's authenticated attributes, read and written with asn1crypto.
+
+``cryptography`` cannot build or verify SignedData with custom signed attributes, so
+this module does: it signs the DER of the attribute SET and verifies exactly the bytes
+a client signed (their order is kept; some clients do not sort them).
+"""
+
+import datetime
+from dataclasses import dataclass, field
+
+from asn1crypto import algos, cms, core
+from asn1crypto import x509 as asn1_x509
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+from cryptography.hazmat.primitives.serialization import Encoding
+
+from apps.scep.protocol.constants import (
+    OID_CONTENT_TYPE,
+    OID_DATA,
+    OID_MD5,
+    OID_MESSAGE_DIGEST,
+    OID_SIGNED_DATA,
+    OID_SIGNING_TIME,
+    DigestAlgorithm,
+    FailInfo,
+)
+from apps.scep.protocol.der import check_der, der_set_of, encode_tlv
+from apps.scep.protocol.errors import MalformedMessage, ProtocolError
+
+PrivateKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
+
+# signatureAlgorithm OIDs seen in SignerInfos: key type, and the digest they name if any.
+_SIGNATURE_ALGORITHMS: dict[str, tuple[str, DigestAlgorithm | None]] = {
+    "1.2.840.113549.1.1.1": ("rsa", None),
+    "1.2.840.113549.1.1.5": ("rsa", DigestAlgorithm.SHA1),
+    "1.2.840.113549.1.1.11": ("rsa", DigestAlgorithm.SHA256),
+    "1.2.840.113549.1.1.13": ("rsa", DigestAlgorithm.SHA512),
+    "1.2.840.10045.2.1": ("ec", None),
+    "1.2.840.10045.4.1": ("ec", DigestAlgorithm.SHA1),
+    "1.2.840.10045.4.3.2": ("ec", DigestAlgorithm.SHA256),
+    "1.2.840.10045.4.3.4": ("ec", DigestAlgorithm.SHA512),
+}
+_EC_SIGNATURE_OIDS = {
+    DigestAlgorithm.SHA1: "1.2.840.10045.4.1",
+    DigestAlgorithm.SHA256: "1.2.840.10045.4.3.2",
+    DigestAlgorithm.SHA512: "1.2.840.10045.4.3.4",
+}
+MAX_CERTIFICATES = 16
+_DER = Encoding.DER
+
+
+@dataclass
+class SignedMessage:
+    """A parsed SignedData with one signer, its attributes as raw DER values."""
+
+    signer_info: cms.SignerInfo
+    attributes: dict[str, list[bytes]]
+    content: bytes | None
+    content_type: str
+    certificates: list[asn1_x509.Certificate] = field(default_factory=list)
+
+    def attribute(self, oid: str) -> bytes | None:
+        """The single value of attribute ``oid``; None if absent."""
+        values = self.attributes.get(oid)
+        if values is None:
+            return None
+        if len(values) != 1:
+            raise ProtocolError(FailInfo.BAD_REQUEST, "an attribute has several values")
+        return values[0]
+
+    def signing_time(self) -> datetime.datetime | None:
+        """The signingTime attribute; None when absent or unreadable."""
+        raw = self.attributes.get(OID_SIGNING_TIME)
+        if not raw or len(raw) != 1:
+            return None
+        try:
+            value = cms.Time.load(raw[0]).native
+        except ValueError:
+            return None
+        return value if isinstance(value, datetime.datetime) else None
+
+
+def load_signed_message(der: bytes) -> SignedMessage:
+    """Parse a ContentInfo holding a SignedData with exactly one signer."""
+    check_der(der)
+    info = cms.ContentInfo.load(der)
+    if info["content_type"].dotted != OID_SIGNED_DATA:
+        raise MalformedMessage("the message is not a CMS SignedData")
+    signed_data = info["content"]
+    signer_infos = signed_data["signer_infos"]
+    if len(signer_infos) != 1:
+        raise MalformedMessage("the message does not have exactly one signer")
+    signer_info = signer_infos[0]
+    encap = signed_data["encap_content_info"]
+    content = encap["content"]
+    return SignedMessage(
+        signer_info=signer_info,
+        attributes=_read_attributes(signer_info),
+        content=None if isinstance(content, core.Void) else bytes(content.native),
+        content_type=encap["content_type"].dotted,
+        certificates=_read_certificates(signed_data),
+    )
+
+
+def _read_attributes(signer_info: cms.SignerInfo) -> dict[str, list[bytes]]:
+    signed_attrs = signer_info["signed_attrs"]
+    if isinstance(signed_attrs, core.Void) or not len(signed_attrs):
+        raise MalformedMessage("the message has no authenticated attributes")
+    attributes: dict[str, list[bytes]] = {}
+    for attribute in signed_attrs:
+        oid = attribute["type"].dotted
+        if oid in attributes:
+            raise MalformedMessage("an authenticated attribute appears twice")
+        attributes[oid] = [value.dump() for value in attribute["values"]]
+    return attributes
+
+
+def _read_certificates(signed_data: cms.SignedData) -> list[asn1_x509.Certificate]:
+    choices = signed_data["certificates"]
+    if isinstance(choices, core.Void):
+        return []
+    if len(choices) > MAX_CERTIFICATES:
+        raise MalformedMessage("the message holds too many certificates")
+    return [choice.chosen for choice in choices if choice.name == "certificate"]
+
+
+def find_signer(
+    message: SignedMessage, candidates: list[asn1_x509.Certificate]
+) -> asn1_x509.Certificate | None:
+    """The certificate among ``candidates`` that the SignerInfo's sid names."""
+    sid = message.signer_info["sid"]
+    for certificate in candidates:
+        if sid.name == "issuer_and_serial_number":
+            wanted = sid.chosen
+            if (
+                certificate.serial_number == wanted["serial_number"].native
+                and certificate.issuer == wanted["issuer"]
+            ):
+                return certificate
+        elif certificate.key_identifier == sid.chosen.native:
+            return certificate
+    return None
+
+
+def signer_digest(message: SignedMessage) -> DigestAlgorithm:
+    """The SignerInfo's digest algorithm, refusing MD5 and anything unknown (badAlg)."""
+    oid = message.signer_info["digest_algorithm"]["algorithm"].dotted
+    if oid == OID_MD5:
+        raise ProtocolError(FailInfo.BAD_ALG, "MD5 is not accepted")
+    try:
+        digest = DigestAlgorithm(oid)
+    except ValueError:
+        raise ProtocolError(FailInfo.BAD_ALG, "the digest algorithm is not supported") from None
+    signature_oid = message.signer_info["signature_algorithm"]["algorithm"].dotted
+    kind, named = _SIGNATURE_ALGORITHMS.get(signature_oid, (None, None))
+    if kind is None or named not in (None, digest):
+        raise ProtocolError(FailInfo.BAD_ALG, "the signature algorithm is not supported")
+    return digest
+
+
+def verify_signed_message(
+    message: SignedMessage, certificate: x509.Certificate, digest: DigestAlgorithm
+) -> None:
+    """Check the signature over the signed attributes and the content digest.
+
+    Raises ``ProtocolError(BAD_MESSAGE_CHECK)`` on any mismatch.
+    """
+    if message.attribute(OID_CONTENT_TYPE) != core.ObjectIdentifier(message.content_type).dump():
+        raise ProtocolError(FailInfo.BAD_MESSAGE_CHECK, "the contentType attribute is wrong")
+    expected = _hash(digest, message.content or b"")
+    if message.attribute(OID_MESSAGE_DIGEST) != core.OctetString(expected).dump():
+        raise ProtocolError(FailInfo.BAD_MESSAGE_CHECK, "the message digest does not match")
+    signed = encode_tlv(0x31, message.signer_info["signed_attrs"].contents)
+    signature = message.signer_info["signature"].native
+    if not _signature_valid(certificate.public_key(), signature, signed, digest):
+        raise ProtocolError(FailInfo.BAD_MESSAGE_CHECK, "the signature does not verify")
+
+
+def _signature_valid(public_key, signature: bytes, data: bytes, digest: DigestAlgorithm) -> bool:
+    try:
+        if isinstance(public_key, rsa.RSAPublicKey):
+            public_key.verify(signature, data, padding.PKCS1v15(), digest.hash_algorithm())
+        elif isinstance(public_key, ec.EllipticCurvePublicKey):
+            public_key.verify(signature, data, ec.ECDSA(digest.hash_algorithm()))
+        else:
+            return False
+    except (InvalidSignature, ValueError):
+        return False
+    return True
+
+
+def _hash(digest: DigestAlgorithm, data: bytes) -> bytes:
+    hasher = hashes.Hash(digest.hash_algorithm())
+    hasher.update(data)
+    return hasher.finalize()
+
+
+def encode_attribute(oid: str, value: core.Asn1Value) -> bytes:
+    """One DER Attribute: SEQUENCE { type, SET { value } }."""
+    return encode_tlv(0x30, core.ObjectIdentifier(oid).dump() + der_set_of([value.dump()]))
+
+
+def sign_message(
+    *,
+    content: bytes | None,
+    attributes: list[bytes],
+    certificate: x509.Certificate,
+    key: PrivateKey,
+    digest: DigestAlgorithm,
+) -> bytes:
+    """A ContentInfo(SignedData) over ``content`` (data) with one signer, ``certificate``.
+
+    ``attributes`` are encoded SCEP attributes; contentType, messageDigest and
+    signingTime are added here. The certificate is included in the SignedData.
+    """
+    signed_attrs = der_set_of(
+        [
+            *attributes,
+            encode_attribute(OID_CONTENT_TYPE, core.ObjectIdentifier(OID_DATA)),
+            encode_attribute(OID_MESSAGE_DIGEST, core.OctetString(_hash(digest, content or b""))),
+            encode_attribute(OID_SIGNING_TIME, _now()),
+        ]
+    )
+    asn1_cert = asn1_x509.Certificate.load(certificate.public_bytes(_DER))
+    return _content_info(
+        {
+            "version": "v1",
+            "digest_algorithms": [algos.DigestAlgorithm({"algorithm": digest.value})],
+            "encap_content_info": {"content_type": "data", "content": content},
+            "certificates": [asn1_cert],
+            "signer_infos": [_signer_info(signed_attrs, asn1_cert, key, digest)],
+        }
+    )
+
+
+def _now() -> cms.Time:
+    now = datetime.datetime.now(datetime.UTC).replace(microsecond=0)
+    return cms.Time({"utc_time" if now.year < 2050 else "generalized_time": now})
+
+
+def _signer_info(
+    signed_attrs: bytes,
+    certificate: asn1_x509.Certificate,
+    key: PrivateKey,
+    digest: DigestAlgorithm,
+) -> cms.SignerInfo:
+    """SignerInfo v1 naming ``certificate`` by issuer and serial, signing the DER of the
+    attribute SET (it is sent [0]-tagged, RFC 5652 section 5.4)."""
+    issuer_and_serial = cms.IssuerAndSerialNumber(
+        {"issuer": certificate.issuer, "serial_number": certificate.serial_number}
+    )
+    return cms.SignerInfo(
+        {
+            "version": "v1",
+            "sid": cms.SignerIdentifier({"issuer_and_serial_number": issuer_and_serial}),
+            "digest_algorithm": algos.DigestAlgorithm({"algorithm": digest.value}),
+            "signed_attrs": cms.CMSAttributes.load(signed_attrs),
+            "signature_algorithm": _signature_algorithm(key, digest),
+            "signature": _sign(key, signed_attrs, digest),
+        }
+    )
+
+
+def _signature_algorithm(key: PrivateKey, digest: DigestAlgorithm) -> algos.SignedDigestAlgorithm:
+    if isinstance(key, rsa.RSAPrivateKey):
+        return algos.SignedDigestAlgorithm({"algorithm": "rsassa_pkcs1v15"})
+    if isinstance(key, ec.EllipticCurvePrivateKey):
+        return algos.SignedDigestAlgorithm({"algorithm": _EC_SIGNATURE_OIDS[digest]})
+    raise TypeError("only RSA and EC keys can sign SCEP messages")
+
+
+def _sign(key: PrivateKey, data: bytes, digest: DigestAlgorithm) -> bytes:
+    if isinstance(key, rsa.RSAPrivateKey):
+        return key.sign(data, padding.PKCS1v15(), digest.hash_algorithm())
+    return key.sign(data, ec.ECDSA(digest.hash_algorithm()))
+
+
+def degenerate_signed_data(
+    certificates: list[x509.Certificate], crls: list[bytes] | tuple[bytes, ...] = ()
+) -> bytes:
+    """A certificates-only SignedData (no signer, no content) with certificates and CRLs."""
+    data: dict = {
+        "version": "v1",
+        "digest_algorithms": [],
+        "encap_content_info": {"content_type": "data"},
+        "signer_infos": [],
+    }
+    if certificates:
+        data["certificates"] = [
+            asn1_x509.Certificate.load(cert.public_bytes(_DER)) for cert in certificates
+        ]
+    if crls:
+        data["crls"] = [cms.RevocationInfoChoice.load(crl) for crl in crls]
+    return _content_info(data)
+
+
+def read_degenerate(der: bytes) -> tuple[list[x509.Certificate], list[bytes]]:
+    """Certificates and CRLs (DER) of a certificates-only SignedData."""
+    check_der(der)
+    info = cms.ContentInfo.load(der)
+    if info["content_type"].dotted != OID_SIGNED_DATA:
+        raise MalformedMessage("the content is not a certificates-only SignedData")
+    signed_data = info["content"]
+    certificates = [
+        x509.load_der_x509_certificate(certificate.dump())
+        for certificate in _read_certificates(signed_data)
+    ]
+    crls = signed_data["crls"]
+    crl_ders = [] if isinstance(crls, core.Void) else [crl.chosen.dump() for crl in crls]
+    return certificates, crl_ders
+
+
+def to_cryptography(certificate: asn1_x509.Certificate) -> x509.Certificate:
+    """The same certificate as a ``cryptography`` object."""
+    return x509.load_der_x509_certificate(certificate.dump())
+
+
+def _content_info(signed_data: dict) -> bytes:
+    return cms.ContentInfo({"content_type": "signed_data", "content": signed_data}).dump()
