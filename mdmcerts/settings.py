@@ -54,7 +54,9 @@ INSTALLED_APPS = [
     "apps.audit",
     "apps.pki",
     "apps.enrollment",
+    "apps.devices",
     "apps.certificates",
+    "apps.scep",
 ]
 
 MIDDLEWARE = [

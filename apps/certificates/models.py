@@ -64,6 +64,21 @@ class Certificate(models.Model):
         on_delete=models.SET_NULL,
         related_name="certificates",
     )
+    device = models.ForeignKey(
+        "devices.Device",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="certificates",
+    )
+    replaces = models.OneToOneField(
+        "self",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="replaced_by",
+        help_text="The certificate this one renewed.",
+    )
     created_at = models.DateTimeField(default=timezone.now)
 
     objects = CertificateQuerySet.as_manager()
@@ -78,6 +93,7 @@ class Certificate(models.Model):
         indexes = [
             models.Index(fields=["status", "not_after"], name="certificate_status_expiry"),
             models.Index(fields=["template", "status"], name="certificate_template_status"),
+            models.Index(fields=["device", "status"], name="certificate_device_status"),
         ]
 
     def __str__(self) -> str:
@@ -94,3 +110,60 @@ class Certificate(models.Model):
     @property
     def is_expired(self) -> bool:
         return self.not_after <= timezone.now()
+
+
+class CertificateRequest(models.Model):
+    """One enrollment transaction (SCEP PKCSReq or RenewalReq): what was asked, by whom,
+    and what came of it. A pending request waits for an administrator's decision.
+
+    The CSR itself is not kept (it may carry the challenge in clear): only its public key
+    and the names it asked for.
+    """
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "Pending approval"
+        ISSUED = "issued", "Issued"
+        REJECTED = "rejected", "Rejected"
+
+    template = models.ForeignKey(
+        CertificateTemplate, on_delete=models.CASCADE, related_name="requests"
+    )
+    transaction_id = models.CharField(max_length=128)
+    renewal = models.BooleanField(default=False)
+    public_key_sha256 = models.CharField(max_length=64)
+    public_key_der = models.BinaryField()
+    requested_subject_der = models.BinaryField(blank=True, default=b"")
+    requested_sans_der = models.BinaryField(blank=True, default=b"")
+    requested_subject = models.CharField(max_length=1000, blank=True)
+    status = models.CharField(max_length=10, choices=Status.choices)
+    reason = models.TextField(blank=True)
+    device = models.ForeignKey(
+        "devices.Device", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    renewal_of = models.ForeignKey(
+        Certificate, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    certificate = models.OneToOneField(
+        Certificate, null=True, blank=True, on_delete=models.SET_NULL, related_name="request"
+    )
+    source_ip = models.GenericIPAddressField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    decided_at = models.DateTimeField(null=True, blank=True)
+    decided_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["template", "transaction_id"], name="request_unique_transaction"
+            )
+        ]
+        indexes = [models.Index(fields=["status", "created_at"], name="request_status")]
+
+    def __str__(self) -> str:
+        return f"{self.requested_subject or self.transaction_id} ({self.get_status_display()})"

@@ -14,7 +14,13 @@ from apps.audit.services import record_event
 from apps.certificates.choices import CertificateSource, CertificateStatus
 from apps.certificates.models import Certificate
 from apps.enrollment.models import CertificateTemplate
-from apps.enrollment.rendering import UPN_OID, TemplateRequestError, build_issuance_spec
+from apps.enrollment.rendering import (
+    UPN_OID,
+    RequestedNames,
+    TemplateRequestError,
+    build_issuance_spec,
+    check_request,
+)
 from apps.enrollment.variables import VariableValueMissing
 from apps.pki import crypto
 from apps.pki.backends import IssuanceError, backend_for
@@ -56,7 +62,13 @@ def describe_sans(cert: x509.Certificate) -> str:
 
 
 def record_certificate(
-    *, cert: x509.Certificate, template: CertificateTemplate | None, source: str, user=None
+    *,
+    cert: x509.Certificate,
+    template: CertificateTemplate | None,
+    source: str,
+    user=None,
+    device=None,
+    replaces: Certificate | None = None,
 ) -> Certificate:
     """Insert the inventory row for a certificate the caller just obtained."""
     return Certificate.objects.create(
@@ -71,7 +83,81 @@ def record_certificate(
         certificate_pem=crypto.cert_pem(cert),
         source=source,
         user=user,
+        device=device,
+        replaces=replaces,
     )
+
+
+REFUSALS = (VariableValueMissing, TemplateRequestError, IssuanceError)
+
+
+def check_csr(
+    csr: x509.CertificateSigningRequest, template: CertificateTemplate, values: Mapping[str, str]
+) -> RequestedNames:
+    """Proof of possession and the template's request policy; ``IssuanceRefused`` if not."""
+    if not csr.is_signature_valid:
+        raise IssuanceRefused("the request's signature does not verify (proof of possession)")
+    try:
+        return check_request(template, csr, values)
+    except REFUSALS as exc:
+        raise IssuanceRefused(str(exc)) from exc
+
+
+def sign_and_record(
+    *,
+    template: CertificateTemplate,
+    public_key,
+    values: Mapping[str, str],
+    requested: RequestedNames | None,
+    source: str,
+    user=None,
+    device=None,
+    replaces: Certificate | None = None,
+    actor=None,
+    request=None,
+) -> Certificate:
+    """Sign as the template says and record the row and its audit event (in the caller's
+    transaction, if any). Refusals are ``IssuanceRefused``."""
+    try:
+        spec = build_issuance_spec(
+            template=template, public_key=public_key, values=values, requested=requested
+        )
+        backend = backend_for(template.ca)
+        for attempt in range(SERIAL_ATTEMPTS):
+            cert = backend.issue(spec)
+            try:
+                with transaction.atomic():
+                    row = record_certificate(
+                        cert=cert,
+                        template=template,
+                        source=source,
+                        user=user,
+                        device=device,
+                        replaces=replaces,
+                    )
+                    record_event(
+                        action=AuditAction.ISSUE,
+                        obj=row,
+                        actor=actor,
+                        request=request,
+                        message=f"issued by {template.ca} from template {template}",
+                    )
+                    return row
+            except IntegrityError:
+                # A random 159-bit serial collided with one already issued by this CA.
+                logger.warning(
+                    "serial collision on CA %s (attempt %d)", template.ca.pk, attempt + 1
+                )
+    except REFUSALS as exc:
+        raise IssuanceRefused(str(exc)) from exc
+    raise IssuanceRefused("no unique serial number could be assigned")
+
+
+def record_refusal(*, template: CertificateTemplate, reason: str, actor=None,
+                   request=None) -> None:
+    """The audit event of a refused enrollment: the only trace it leaves (with counters)."""
+    record_event(action=AuditAction.ISSUE_FAILED, obj=template, actor=actor, request=request,
+                 message=reason)
 
 
 def issue_certificate(
@@ -80,6 +166,7 @@ def issue_certificate(
     context: Mapping[str, str],
     *,
     user=None,
+    device=None,
     source: str = CertificateSource.SCEP,
     actor=None,
     request=None,
@@ -90,48 +177,21 @@ def issue_certificate(
     an ``IssuanceRefused`` with a reason, recorded as an audit event; nothing else changes.
     """
     try:
-        if not csr.is_signature_valid:
-            raise IssuanceRefused("the request's signature does not verify (proof of possession)")
-        spec = build_issuance_spec(
-            template=template, public_key=csr.public_key(), values=context, csr=csr
+        requested = check_csr(csr, template, context)
+        return sign_and_record(
+            template=template,
+            public_key=csr.public_key(),
+            values=context,
+            requested=requested,
+            source=source,
+            user=user,
+            device=device,
+            actor=actor,
+            request=request,
         )
-        return _sign_and_record(
-            spec, template, source=source, user=user, actor=actor, request=request
-        )
-    except (VariableValueMissing, TemplateRequestError, IssuanceError) as exc:
-        refusal = IssuanceRefused(str(exc))
-        refusal.__cause__ = exc
-    except IssuanceRefused as exc:
-        refusal = exc
-    record_event(
-        action=AuditAction.ISSUE_FAILED,
-        obj=template,
-        actor=actor,
-        request=request,
-        message=str(refusal),
-    )
-    raise refusal
-
-
-def _sign_and_record(spec, template, *, source, user, actor, request) -> Certificate:
-    backend = backend_for(template.ca)
-    for attempt in range(SERIAL_ATTEMPTS):
-        cert = backend.issue(spec)
-        try:
-            with transaction.atomic():
-                row = record_certificate(cert=cert, template=template, source=source, user=user)
-                record_event(
-                    action=AuditAction.ISSUE,
-                    obj=row,
-                    actor=actor,
-                    request=request,
-                    message=f"issued by {template.ca} from template {template}",
-                )
-                return row
-        except IntegrityError:
-            # A random 159-bit serial collided with one already issued by this CA.
-            logger.warning("serial collision on CA %s (attempt %d)", template.ca.pk, attempt + 1)
-    raise IssuanceRefused("no unique serial number could be assigned")
+    except IssuanceRefused as refusal:
+        record_refusal(template=template, reason=str(refusal), actor=actor, request=request)
+        raise
 
 
 def revoke_certificate(

@@ -3,6 +3,7 @@
 import hmac
 
 from cryptography import x509
+from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
@@ -126,6 +127,12 @@ class CertificateTemplate(models.Model):
         validators=[validate_san_types],
     )
     approval_required = models.BooleanField(default=False)
+    allow_single_des = models.BooleanField(
+        "accept single-DES requests (legacy clients)",
+        default=False,
+        help_text="Single DES is broken. Only for clients that can do nothing else, such as "
+        "micromdm scepclient 2.1; replies are still encrypted with AES.",
+    )
     created_at = models.DateTimeField(default=timezone.now, editable=False)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -197,3 +204,66 @@ class TemplateSubjectAltName(models.Model):
 
     def __str__(self) -> str:
         return f"{self.get_san_type_display()}: {self.value}"
+
+
+class Challenge(models.Model):
+    """A one-time dynamic challenge, bound to a template and a device (or user).
+
+    Only a salted SHA-256 of its secret part is stored. The challenge a device gets is the
+    public id followed by the secret, so it is found without scanning.
+    """
+
+    public_id = models.CharField(max_length=12, unique=True, editable=False)
+    salt = models.CharField(max_length=32, editable=False)
+    digest = models.CharField(max_length=64, editable=False)
+    template = models.ForeignKey(
+        CertificateTemplate, on_delete=models.CASCADE, related_name="challenges"
+    )
+    device = models.ForeignKey(
+        "devices.Device", null=True, blank=True, on_delete=models.CASCADE, related_name="challenges"
+    )
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.CASCADE, related_name="+"
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+    expires_at = models.DateTimeField()
+    used_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["expires_at"], name="challenge_expiry")]
+
+    def __str__(self) -> str:
+        return f"challenge {self.public_id} for {self.template}"
+
+    @property
+    def is_usable(self) -> bool:
+        return self.used_at is None and self.expires_at > timezone.now()
+
+
+class AttemptCounter(models.Model):
+    """Failed enrollment attempts of one source or device against one template.
+
+    When ``failures`` reaches the template's maximum, the key is refused until
+    ``locked_until`` (the template's time interval between attempts).
+    """
+
+    class Scope(models.TextChoices):
+        SOURCE = "source", "Source address"
+        DEVICE = "device", "Device"
+
+    template = models.ForeignKey(CertificateTemplate, on_delete=models.CASCADE, related_name="+")
+    scope = models.CharField(max_length=10, choices=Scope.choices)
+    identifier = models.CharField(max_length=128)
+    failures = models.PositiveIntegerField(default=0)
+    locked_until = models.DateTimeField(null=True, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["template", "scope", "identifier"], name="attempt_counter_unique_key"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.scope} {self.identifier} on {self.template}"

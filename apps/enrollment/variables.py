@@ -12,7 +12,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from django.core.exceptions import ValidationError
+from django.core.exceptions import ObjectDoesNotExist, ValidationError
 
 CANONICAL: dict[str, str] = {
     "EMAIL": "user's email address",
@@ -199,8 +199,14 @@ class LookupValues(Mapping):
 
 
 def values_for_user(user, **extra: str) -> LookupValues:
-    """Lookup values from a Django user (devices add theirs in the devices app)."""
+    """Lookup values from a Django user (and its directory attributes, if any)."""
+    return values_for(user=user, **extra)
+
+
+def values_for(*, user=None, device=None, **extra: str) -> LookupValues:
+    """Lookup values for an issuance: the device's, its owner's (or ``user``'s), then extras."""
     given: dict[str, str] = {}
+    user = user if user is not None else getattr(device, "owner", None)
     if user is not None:
         given.update(
             USERID=user.get_username(),
@@ -209,5 +215,17 @@ def values_for_user(user, **extra: str) -> LookupValues:
             LAST_NAME=user.last_name,
             DISPLAY_NAME=user.get_full_name(),
         )
-    given.update({k: v for k, v in extra.items() if v not in (None, "")})
-    return LookupValues(given={k: v for k, v in given.items() if v})
+        attributes = _attributes_of(user)
+        if attributes is not None:
+            given.update({k: v for k, v in attributes.lookup_values().items() if v})
+    if device is not None:
+        given.update(device.lookup_values())
+    given.update(extra)
+    return LookupValues(given={k: str(v) for k, v in given.items() if v not in (None, "")})
+
+
+def _attributes_of(user):
+    try:
+        return user.attributes
+    except (AttributeError, ObjectDoesNotExist):
+        return None

@@ -59,6 +59,24 @@ class CertificateAuthority(models.Model):
     not_before = models.DateTimeField(editable=False)
     not_after = models.DateTimeField(editable=False)
     path_length = models.PositiveSmallIntegerField(null=True, blank=True, editable=False)
+    ra_certificate_pem = models.TextField(
+        "SCEP RA certificate",
+        blank=True,
+        editable=False,
+        help_text="Signs CertReps and decrypts requests at this CA's SCEP endpoints.",
+    )
+    ra_private_key = EncryptedSecretField()
+    successor = models.ForeignKey(
+        "self",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        help_text="The CA that takes over when this one expires (SCEP GetNextCACert).",
+    )
+    crl_number = models.PositiveBigIntegerField(
+        default=0, editable=False, help_text="Number of the last CRL issued."
+    )
     created_at = models.DateTimeField(default=timezone.now, editable=False)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -106,6 +124,26 @@ class CertificateAuthority(models.Model):
         """The CA key, for signing. Never store or log it."""
         return crypto.load_stored_key(
             self.private_key, context=secret_context(type(self), "private_key")
+        )
+
+    @cached_property
+    def ra_certificate(self) -> x509.Certificate | None:
+        return (
+            crypto.load_pem_certificate(self.ra_certificate_pem)
+            if self.ra_certificate_pem
+            else None
+        )
+
+    def set_ra_identity(self, certificate: x509.Certificate, key: crypto.PrivateKey) -> None:
+        self.ra_certificate_pem = crypto.cert_pem(certificate)
+        self.__dict__.pop("ra_certificate", None)
+        self.ra_private_key = secrets.encrypt(
+            crypto.private_key_der(key), context=secret_context(type(self), "ra_private_key")
+        )
+
+    def load_ra_key(self) -> crypto.PrivateKey:
+        return crypto.load_stored_key(
+            self.ra_private_key, context=secret_context(type(self), "ra_private_key")
         )
 
     def chain(self) -> list[x509.Certificate]:

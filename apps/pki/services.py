@@ -10,9 +10,10 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
-from apps.audit.services import record_change
+from apps.audit.choices import AuditAction
+from apps.audit.services import record_change, record_event
 from apps.pki import crypto
-from apps.pki.choices import CAKind
+from apps.pki.choices import CAKind, KeyAlgorithm
 from apps.pki.models import CertificateAuthority
 
 BACKDATE = datetime.timedelta(minutes=1)
@@ -243,3 +244,92 @@ def _known_issuer(cert: x509.Certificate) -> CertificateAuthority | None:
             continue
         return candidate
     return None
+
+
+RA_VALIDITY = datetime.timedelta(days=730)
+RA_RENEW_BEFORE = datetime.timedelta(days=30)
+
+
+def ensure_ra(ca: CertificateAuthority) -> CertificateAuthority:
+    """Give a local CA a valid SCEP RA certificate (RSA 2048, digitalSignature +
+    keyEncipherment, signed by the CA), making a new one when missing or expiring.
+
+    RSA because CMS key transport (how SCEP clients encrypt to the RA) needs it.
+    """
+    now = timezone.now()
+    current = ca.ra_certificate
+    if current is not None and current.not_valid_after_utc - now > RA_RENEW_BEFORE:
+        return ca
+    with transaction.atomic():
+        ca = CertificateAuthority.objects.select_for_update().get(pk=ca.pk)
+        current = ca.ra_certificate
+        if current is not None and current.not_valid_after_utc - now > RA_RENEW_BEFORE:
+            return ca  # another process made it meanwhile
+        key = crypto.generate_private_key(KeyAlgorithm.RSA_2048)
+        ca.set_ra_identity(_sign_ra(ca, key, now), key)
+        ca.save(update_fields=["ra_certificate_pem", "ra_private_key", "updated_at"])
+        record_event(
+            action=AuditAction.UPDATE,
+            obj=ca,
+            message="SCEP RA certificate issued",
+            changes={
+                "ra_certificate": [
+                    crypto.fingerprint_sha256(current) if current else None,
+                    crypto.fingerprint_sha256(ca.ra_certificate),
+                ]
+            },
+        )
+    return ca
+
+
+def _sign_ra(ca: CertificateAuthority, key, now) -> x509.Certificate:
+    name = x509.Name(
+        [
+            *ca.certificate.subject.get_attributes_for_oid(x509.oid.NameOID.ORGANIZATION_NAME)[:1],
+            x509.NameAttribute(x509.oid.NameOID.COMMON_NAME, f"{ca.name} SCEP RA"[:64]),
+        ]
+    )
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(ca.certificate.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(max(now - BACKDATE, ca.not_before))
+        .not_valid_after(min(now + RA_VALIDITY, ca.not_after))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(
+            crypto.key_usage(digital_signature=True, key_encipherment=True), critical=True
+        )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .add_extension(crypto.authority_key_identifier(ca.certificate), critical=False)
+    )
+    return builder.sign(ca.load_private_key(), crypto.signature_hash(ca.signature_hash))
+
+
+CRL_VALIDITY = datetime.timedelta(days=7)
+
+
+def sign_crl(
+    ca: CertificateAuthority, *, number: int, revoked: list[tuple[str, datetime.datetime, str]]
+) -> x509.CertificateRevocationList:
+    """A CRL of ``revoked`` (serial hex, revocation time, RevocationReason value)."""
+    now = timezone.now()
+    builder = (
+        x509.CertificateRevocationListBuilder()
+        .issuer_name(ca.certificate.subject)
+        .last_update(now - BACKDATE)
+        .next_update(now + CRL_VALIDITY)
+        .add_extension(x509.CRLNumber(number), critical=False)
+        .add_extension(crypto.authority_key_identifier(ca.certificate), critical=False)
+    )
+    for serial, revoked_at, reason in revoked:
+        entry = (
+            x509.RevokedCertificateBuilder()
+            .serial_number(int(serial, 16))
+            .revocation_date(revoked_at)
+        )
+        if reason and reason != "unspecified":
+            entry = entry.add_extension(x509.CRLReason(x509.ReasonFlags[reason]), critical=False)
+        builder = builder.add_revoked_certificate(entry.build())
+    return builder.sign(ca.load_private_key(), crypto.signature_hash(ca.signature_hash))

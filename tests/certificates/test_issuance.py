@@ -177,41 +177,58 @@ def test_validity_never_goes_beyond_the_ca(dora):
     assert row.not_after == short_ca.not_after
 
 
-def test_a_request_cannot_ask_for_ca_rights_or_names_the_template_does_not_give(template, dora):
+FORBIDDEN_ASKS = {
+    "CA rights": (x509.BasicConstraints(ca=True, path_length=None), "asks for a CA certificate"),
+    "keyCertSign": (
+        crypto.key_usage(digital_signature=True, key_cert_sign=True),
+        "key usage key_cert_sign",
+    ),
+    "key encipherment the template leaves out": (
+        crypto.key_usage(key_encipherment=True),
+        "key usage key_encipherment",
+    ),
+    "anyExtendedKeyUsage": (
+        x509.ExtendedKeyUsage([ExtendedKeyUsageOID.ANY_EXTENDED_KEY_USAGE]),
+        "extended key usage 2.5.29.37.0",
+    ),
+    "serverAuth": (
+        x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]),
+        "extended key usage 1.3.6.1.5.5.7.3.1",
+    ),
+    "a foreign DNS name": (
+        x509.SubjectAlternativeName([x509.DNSName("www.bank.example")]),
+        "the SAN dns:www.bank.example",
+    ),
+    "an unknown critical extension": (
+        x509.UnrecognizedExtension(x509.ObjectIdentifier("1.2.3.4.5"), b"\x05\x00"),
+        "critical extension 1.2.3.4.5",
+    ),
+}
+
+
+@pytest.mark.parametrize("ask", FORBIDDEN_ASKS)
+def test_a_request_asking_for_more_than_the_template_gives_is_refused(ask, template, dora):
+    extension, reason = FORBIDDEN_ASKS[ask]
+    csr = make_csr(extensions=[(extension, True)])
+    with pytest.raises(IssuanceRefused, match=reason) as refused:
+        issue(template, dora, csr)
+    assert Certificate.objects.count() == 0
+    assert AuditEvent.objects.get(action="issue_failed").message == str(refused.value)
+
+
+def test_a_request_asking_for_what_the_template_gives_is_served(template, dora):
+    """As Apple devices send it: the profile's SANs and key usage in the CSR."""
     csr = make_csr(
-        subject=x509.Name([x509.NameAttribute(x509.oid.NameOID.COMMON_NAME, "Administrator")]),
+        subject=x509.Name([x509.NameAttribute(x509.oid.NameOID.COMMON_NAME, "ignored")]),
         extensions=[
-            (x509.BasicConstraints(ca=True, path_length=None), True),
-            (
-                crypto.key_usage(
-                    digital_signature=True,
-                    content_commitment=True,
-                    key_encipherment=True,
-                    data_encipherment=True,
-                    key_agreement=True,
-                    key_cert_sign=True,
-                    crl_sign=True,
-                ),
-                True,
-            ),
-            (
-                x509.ExtendedKeyUsage(
-                    [ExtendedKeyUsageOID.ANY_EXTENDED_KEY_USAGE, ExtendedKeyUsageOID.SERVER_AUTH]
-                ),
-                False,
-            ),
-            (x509.SubjectAlternativeName([x509.DNSName("www.bank.example")]), False),
+            (crypto.key_usage(digital_signature=True), True),
+            (x509.SubjectAlternativeName([x509.RFC822Name("dora@zylker.com")]), False),
+            (x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), False),
         ],
     )
     cert = issue(template, dora, csr).certificate
-    assert cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca is False
-    assert not cert.extensions.get_extension_for_class(x509.KeyUsage).value.key_cert_sign
-    ekus = list(cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value)
-    assert ExtendedKeyUsageOID.ANY_EXTENDED_KEY_USAGE not in ekus
-    assert ExtendedKeyUsageOID.SERVER_AUTH not in ekus
-    sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-    assert "www.bank.example" not in sans.get_values_for_type(x509.DNSName)
-    assert "Administrator" not in cert.subject.rfc4514_string()
+    assert cert.subject.rfc4514_string() == "CN=Dora,OU=Devices,O=Zylker,C=US"
+    assert len(cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value) == 4
 
 
 def test_subject_from_request_copies_only_the_allowed_san_types(dora):
