@@ -214,5 +214,9 @@ LOGGING = {
     "loggers": {"django.db.backends": {"level": "WARNING"}},
 }
 
+# How far a SCEP message's signing time may be from the server's clock (seconds); beyond
+# it the request gets failInfo badTime.
+MDMCERTS_SCEP_MAX_CLOCK_SKEW = env.int("MDMCERTS_SCEP_MAX_CLOCK_SKEW", default=24 * 3600)
+
 # Certificate Revocation Grace Period default (hours); templates may override it.
 MDMCERTS_REVOCATION_GRACE_HOURS = env.int("MDMCERTS_REVOCATION_GRACE_HOURS", default=24)

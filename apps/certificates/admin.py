@@ -17,8 +17,15 @@ from django.utils.html import format_html
 
 from apps.audit.admin import AuditedAdminMixin
 from apps.certificates.choices import CertificateStatus
-from apps.certificates.models import Certificate
-from apps.certificates.services import AlreadyRevoked, revoke_certificate
+from apps.certificates.models import Certificate, CertificateRequest
+from apps.certificates.services import (
+    AlreadyRevoked,
+    IssuanceRefused,
+    RequestNotPending,
+    approve_request,
+    reject_request,
+    revoke_certificate,
+)
 from apps.pki.choices import RevocationReason
 
 HEX_TERM = re.compile(r"^[0-9A-Fa-f:]{8,}$")
@@ -221,3 +228,85 @@ def _attachment(body, content_type: str, filename: str) -> HttpResponse:
     response = HttpResponse(body, content_type=content_type)
     response["Content-Disposition"] = f'attachment; filename="{filename}"'
     return response
+
+
+class PendingFilter(admin.SimpleListFilter):
+    title = "decision"
+    parameter_name = "decision"
+
+    def lookups(self, request, model_admin):
+        return [("pending", "Waiting for approval"), ("decided", "Decided")]
+
+    def queryset(self, request, queryset):
+        if self.value() == "pending":
+            return queryset.filter(status=CertificateRequest.Status.PENDING)
+        if self.value() == "decided":
+            return queryset.exclude(status=CertificateRequest.Status.PENDING)
+        return queryset
+
+
+@admin.register(CertificateRequest)
+class CertificateRequestAdmin(admin.ModelAdmin):
+    """Enrollment requests; those of "approval required" templates wait here."""
+
+    list_display = [
+        "requested_subject",
+        "template",
+        "status",
+        "renewal",
+        "device",
+        "user",
+        "source_ip",
+        "created_at",
+        "decided_by",
+    ]
+    list_filter = [PendingFilter, "status", "template", "renewal"]
+    search_fields = ["requested_subject", "transaction_id", "public_key_sha256"]
+    list_select_related = ["template", "device", "user", "decided_by"]
+    show_full_result_count = False
+    actions = ["approve_selected", "reject_selected"]
+    fields = [
+        "template",
+        "transaction_id",
+        "status",
+        "reason",
+        "renewal",
+        "renewal_of",
+        "requested_subject",
+        "requested_sans",
+        "public_key_sha256",
+        "device",
+        "user",
+        "certificate",
+        "source_ip",
+        "created_at",
+        "decided_at",
+        "decided_by",
+    ]
+    readonly_fields = fields
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
+
+    @admin.action(
+        description="Approve selected requests (issue the certificates)", permissions=["change"]
+    )
+    def approve_selected(self, request, queryset) -> None:
+        self._decide(request, queryset, approve_request, "approved")
+
+    @admin.action(description="Reject selected requests", permissions=["change"])
+    def reject_selected(self, request, queryset) -> None:
+        self._decide(request, queryset, reject_request, "rejected")
+
+    def _decide(self, request, queryset, decide, verb: str) -> None:
+        done = 0
+        for row in queryset:
+            try:
+                decide(certificate_request=row, actor=request.user, request=request)
+                done += 1
+            except (RequestNotPending, IssuanceRefused) as exc:
+                self.message_user(request, f"{row}: {exc}", messages.WARNING)
+        self.message_user(request, f"{done} request(s) {verb}.", messages.SUCCESS)

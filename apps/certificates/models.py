@@ -9,6 +9,7 @@ from django.utils import timezone
 
 from apps.certificates.choices import CertificateSource, CertificateStatus
 from apps.enrollment.models import CertificateTemplate
+from apps.enrollment.rendering import RequestedNames
 from apps.pki import crypto
 from apps.pki.choices import RevocationReason
 from apps.pki.models import CertificateAuthority
@@ -132,9 +133,14 @@ class CertificateRequest(models.Model):
     renewal = models.BooleanField(default=False)
     public_key_sha256 = models.CharField(max_length=64)
     public_key_der = models.BinaryField()
-    requested_subject_der = models.BinaryField(blank=True, default=b"")
-    requested_sans_der = models.BinaryField(blank=True, default=b"")
-    requested_subject = models.CharField(max_length=1000, blank=True)
+    requested_subject = models.CharField(
+        max_length=1000, blank=True, help_text="The subject the request asked for (RFC 4514)."
+    )
+    requested_sans = models.TextField(
+        blank=True,
+        help_text="SANs taken from the request, one TYPE:value per line "
+        "(templates with the subject from the request only).",
+    )
     status = models.CharField(max_length=10, choices=Status.choices)
     reason = models.TextField(blank=True)
     device = models.ForeignKey(
@@ -167,3 +173,10 @@ class CertificateRequest(models.Model):
 
     def __str__(self) -> str:
         return f"{self.requested_subject or self.transaction_id} ({self.get_status_display()})"
+
+    @property
+    def requested_names(self) -> RequestedNames:
+        pairs = (line.split(":", 1) for line in self.requested_sans.splitlines() if ":" in line)
+        return RequestedNames(
+            subject=self.requested_subject, sans=tuple((kind, value) for kind, value in pairs)
+        )

@@ -5,6 +5,7 @@ from collections.abc import Mapping
 
 from asn1crypto.core import UTF8String
 from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.utils import timezone
@@ -12,7 +13,7 @@ from django.utils import timezone
 from apps.audit.choices import AuditAction
 from apps.audit.services import record_event
 from apps.certificates.choices import CertificateSource, CertificateStatus
-from apps.certificates.models import Certificate
+from apps.certificates.models import Certificate, CertificateRequest
 from apps.enrollment.models import CertificateTemplate
 from apps.enrollment.rendering import (
     UPN_OID,
@@ -21,10 +22,11 @@ from apps.enrollment.rendering import (
     build_issuance_spec,
     check_request,
 )
-from apps.enrollment.variables import VariableValueMissing
+from apps.enrollment.variables import VariableValueMissing, values_for
 from apps.pki import crypto
 from apps.pki.backends import IssuanceError, backend_for
 from apps.pki.choices import RevocationReason
+from apps.pki.services import sign_crl
 
 logger = logging.getLogger(__name__)
 SERIAL_ATTEMPTS = 3
@@ -153,11 +155,11 @@ def sign_and_record(
     raise IssuanceRefused("no unique serial number could be assigned")
 
 
-def record_refusal(*, template: CertificateTemplate, reason: str, actor=None,
-                   request=None) -> None:
+def record_refusal(*, template: CertificateTemplate, reason: str, actor=None, request=None) -> None:
     """The audit event of a refused enrollment: the only trace it leaves (with counters)."""
-    record_event(action=AuditAction.ISSUE_FAILED, obj=template, actor=actor, request=request,
-                 message=reason)
+    record_event(
+        action=AuditAction.ISSUE_FAILED, obj=template, actor=actor, request=request, message=reason
+    )
 
 
 def issue_certificate(
@@ -221,3 +223,92 @@ def revoke_certificate(
             changes={"status": [before, row.status], "revocation_reason": ["", reason]},
         )
     return row
+
+
+def current_crl(ca) -> bytes:
+    """A freshly signed CRL (DER) of every certificate ``ca`` revoked, with the next CRL
+    number (taken under a row lock, so numbers only grow)."""
+    with transaction.atomic():
+        ca = type(ca).objects.select_for_update().get(pk=ca.pk)
+        ca.crl_number += 1
+        ca.save(update_fields=["crl_number"])
+        revoked = list(
+            Certificate.objects.filter(ca=ca, status=CertificateStatus.REVOKED)
+            .order_by("revoked_at")
+            .values_list("serial", "revoked_at", "revocation_reason")
+        )
+        crl = sign_crl(ca, number=ca.crl_number, revoked=revoked)
+    return crl.public_bytes(serialization.Encoding.DER)
+
+
+class RequestNotPending(Exception):
+    """The request was decided already."""
+
+
+def approve_request(*, certificate_request, actor=None, request=None) -> Certificate:
+    """Issue the certificate a pending request asked for; its CertPoll then gets it.
+
+    A refusal at this point (a variable lost its value, the CA expired) rejects the
+    request with that reason instead.
+    """
+    with transaction.atomic():
+        row = _lock_pending(certificate_request)
+        public_key = serialization.load_der_public_key(bytes(row.public_key_der))
+        values = values_for(user=row.user, device=row.device)
+        try:
+            certificate = sign_and_record(
+                template=row.template,
+                public_key=public_key,
+                values=values,
+                requested=row.requested_names,
+                source=CertificateSource.SCEP,
+                user=row.user,
+                device=row.device,
+                actor=actor,
+                request=request,
+            )
+        except IssuanceRefused as refusal:
+            _decide(row, CertificateRequest.Status.REJECTED, actor, reason=str(refusal))
+            record_refusal(template=row.template, reason=str(refusal), actor=actor, request=request)
+            failure = refusal
+        else:
+            row.certificate = certificate
+            _decide(row, CertificateRequest.Status.ISSUED, actor)
+            return certificate
+    raise failure
+
+
+def reject_request(*, certificate_request, reason: str = "", actor=None, request=None) -> None:
+    """Refuse a pending request; its CertPoll then gets FAILURE."""
+    with transaction.atomic():
+        row = _lock_pending(certificate_request)
+        _decide(
+            row,
+            CertificateRequest.Status.REJECTED,
+            actor,
+            reason=reason or "rejected by an administrator",
+        )
+        record_event(
+            action=AuditAction.ISSUE_FAILED,
+            obj=row,
+            actor=actor,
+            request=request,
+            message=row.reason,
+        )
+
+
+def _lock_pending(certificate_request) -> CertificateRequest:
+    row = (
+        CertificateRequest.objects.select_for_update()
+        .select_related("template__ca", "user", "device")
+        .get(pk=certificate_request.pk)
+    )
+    if row.status != CertificateRequest.Status.PENDING:
+        raise RequestNotPending(f"{row} was decided already")
+    return row
+
+
+def _decide(row: CertificateRequest, status: str, actor, reason: str = "") -> None:
+    row.status, row.reason = status, reason
+    row.decided_at, row.decided_by = timezone.now(), actor
+    row.save()

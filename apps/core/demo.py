@@ -19,8 +19,8 @@ from django.utils.crypto import salted_hmac
 
 from apps.audit.services import record_change
 from apps.core.models import ApiToken, hash_token
-from apps.enrollment.choices import ChallengeType, ExtendedKeyUsage, SanType
-from apps.enrollment.models import CertificateTemplate, TemplateSubjectAltName
+from apps.enrollment.choices import ChallengeType, ExtendedKeyUsage, SanType, SubjectSource
+from apps.enrollment.models import CertificateTemplate
 from apps.pki.choices import KeyAlgorithm, SignatureHash
 from apps.pki.models import CertificateAuthority
 from apps.pki.services import generate_local_ca
@@ -168,12 +168,13 @@ def _ensure_template(
         key_algorithm=KeyAlgorithm.RSA_2048,
         extended_key_usages=[ExtendedKeyUsage.CLIENT_AUTH.value],
         challenge_type=ChallengeType.STATIC,
+        # A static challenge names no device or user, so over SCEP the subject and the
+        # DNS/email SANs come from the request; the pattern serves `issue_cert --user`.
+        subject_source=SubjectSource.REQUEST,
+        allowed_request_san_types=[SanType.DNS, SanType.RFC822],
     )
     template.set_static_challenge(derive_secret("static_challenge"))
     template.full_clean()
     template.save()
-    TemplateSubjectAltName.objects.create(
-        template=template, san_type=SanType.RFC822, value="$EMAIL$", position=0
-    )
     record_change(obj=template, before=None, actor=admin, message="created by bootstrap --demo")
     return template, True

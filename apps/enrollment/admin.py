@@ -78,6 +78,7 @@ class CertificateTemplateAdmin(AuditedAdminMixin, admin.ModelAdmin):
                     "max_failed_attempts",
                     "retry_interval_seconds",
                     "approval_required",
+                    "allow_single_des",
                 ]
             },
         ),

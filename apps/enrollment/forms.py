@@ -63,6 +63,7 @@ class CertificateTemplateForm(forms.ModelForm):
             "max_failed_attempts",
             "retry_interval_seconds",
             "approval_required",
+            "allow_single_des",
         ]
         widgets = {"subject": forms.TextInput(attrs={"size": 80})}
 

@@ -59,7 +59,7 @@ class CertificateAuthorityAdmin(AuditedAdminMixin, admin.ModelAdmin):
         "downloads",
         "certificate_pem",
     ]
-    readonly_fields = ["kind", *certificate_fields]
+    readonly_fields = ["kind", *certificate_fields, "scep_ra"]
 
     def get_form(self, request, obj=None, change=False, **kwargs):
         if obj is not None:
@@ -75,8 +75,9 @@ class CertificateAuthorityAdmin(AuditedAdminMixin, admin.ModelAdmin):
         if obj is None:
             return IMPORT_FIELDSETS if self._mode(request) == "import" else GENERATE_FIELDSETS
         return [
-            (None, {"fields": ["name", "description", "kind", "signature_hash"]}),
+            (None, {"fields": ["name", "description", "kind", "signature_hash", "successor"]}),
             ("Certificate", {"fields": self.certificate_fields}),
+            ("SCEP", {"fields": ["scep_ra"]}),
         ]
 
     def get_readonly_fields(self, request, obj=None):
@@ -164,6 +165,16 @@ class CertificateAuthorityAdmin(AuditedAdminMixin, admin.ModelAdmin):
     @admin.display(description="SHA-256 fingerprint")
     def fingerprint(self, ca: CertificateAuthority) -> str:
         return crypto.colon_hex(ca.fingerprint_sha256)
+
+    @admin.display(description="SCEP RA certificate")
+    def scep_ra(self, ca: CertificateAuthority) -> str:
+        ra = ca.ra_certificate
+        if ra is None:
+            return "made at the first SCEP request"
+        return (
+            f"{crypto.format_name(ra.subject)}, valid until {ra.not_valid_after_utc:%Y-%m-%d}, "
+            f"SHA-256 {crypto.colon_hex(crypto.fingerprint_sha256(ra))}"
+        )
 
     @admin.display(description="private key", boolean=False)
     def key_stored(self, ca: CertificateAuthority) -> str:

@@ -101,4 +101,10 @@ class ImportCAForm(forms.ModelForm):
 class ChangeCAForm(forms.ModelForm):
     class Meta:
         model = CertificateAuthority
-        fields = ["name", "description", "signature_hash"]
+        fields = ["name", "description", "signature_hash", "successor"]
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["successor"].queryset = CertificateAuthority.objects.filter(
+            kind=CAKind.LOCAL
+        ).exclude(pk=self.instance.pk)

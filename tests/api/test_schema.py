@@ -13,6 +13,7 @@ PATHS = [
     "/api/v1/ca-servers/{id}/certificate/",
     "/api/v1/templates/",
     "/api/v1/templates/{id}/",
+    "/api/v1/templates/{id}/challenges/",
     "/api/v1/certificates/",
     "/api/v1/certificates/{id}/",
     "/api/v1/certificates/{id}/revoke/",

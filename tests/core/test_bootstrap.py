@@ -82,7 +82,10 @@ def test_it_creates_the_demo_ca_and_template_as_documented():
     assert template.name == "Demo device certificate"
     assert template.ca == ca
     assert template.subject == "O=mdmcerts demo,CN=$USERID$"
-    assert [(r.san_type, r.value) for r in template.san_rows.all()] == [("rfc822", "$EMAIL$")]
+    assert (template.subject_source, template.allowed_request_san_types) == (
+        "request",
+        ["dns", "rfc822"],
+    )
     assert template.extended_key_usages == ["1.3.6.1.5.5.7.3.2"]
     assert template.challenge_type == ChallengeType.STATIC
     assert template.static_challenge_matches(data["static_challenge"])
@@ -176,17 +179,28 @@ def test_without_demo_it_creates_nothing():
     assert demo_objects() == {k: [] for k in demo_objects()}
 
 
-def test_the_demo_template_issues_for_the_demo_admin():
+def test_the_demo_template_issues_what_the_request_names_within_its_san_types():
     bootstrap_json()
     admin = get_user_model().objects.get(username="admin")
     template = CertificateTemplate.objects.get(slug="demo")
-
-    row = issue_certificate(
-        make_csr(make_key(KeyAlgorithm.RSA_2048)), template, values_for_user(admin), user=admin
+    csr = make_csr(
+        make_key(KeyAlgorithm.RSA_2048),
+        subject=x509.Name([x509.NameAttribute(x509.oid.NameOID.COMMON_NAME, "laptop-42")]),
+        extensions=[
+            (
+                x509.SubjectAlternativeName(
+                    [x509.DNSName("laptop-42.example.com"), x509.RFC822Name("admin@example.com")]
+                ),
+                False,
+            )
+        ],
     )
 
+    row = issue_certificate(csr, template, values_for_user(admin), user=admin)
+
     cert = row.certificate
-    assert row.subject == "O=mdmcerts demo,CN=admin"
+    assert row.subject == "CN=laptop-42"
     sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     assert sans.get_values_for_type(x509.RFC822Name) == ["admin@example.com"]
+    assert sans.get_values_for_type(x509.DNSName) == ["laptop-42.example.com"]
     assert Certificate.objects.count() == 1

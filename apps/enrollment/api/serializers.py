@@ -3,9 +3,11 @@ write-only."""
 
 from typing import Any
 
+from django.contrib.auth import get_user_model
 from rest_framework import serializers
 
 from apps.audit.services import snapshot
+from apps.devices.models import Device
 from apps.enrollment.choices import SanType
 from apps.enrollment.models import (
     CertificateTemplate,
@@ -119,3 +121,29 @@ class CertificateTemplateSerializer(serializers.ModelSerializer):
             static_challenge=static_challenge,
             request=self.context["request"],
         )
+
+
+class MintChallengeSerializer(serializers.Serializer):
+    """Body of a challenge request: whom the challenge is for, and for how long."""
+
+    device = serializers.PrimaryKeyRelatedField(
+        queryset=Device.objects.all(),
+        required=False,
+        allow_null=True,
+        help_text="Device id; its owner fills the user variables.",
+    )
+    user = serializers.SlugRelatedField(
+        slug_field="username",
+        queryset=get_user_model().objects.all(),
+        required=False,
+        allow_null=True,
+        help_text="Username, when no device is given.",
+    )
+    minutes = serializers.IntegerField(min_value=1, max_value=7 * 24 * 60, default=60)
+
+
+class ChallengeSerializer(serializers.Serializer):
+    challenge = serializers.CharField(help_text="Shown once; only its salted hash is stored.")
+    expires_at = serializers.DateTimeField()
+    template = serializers.IntegerField()
+    device = serializers.IntegerField(allow_null=True)

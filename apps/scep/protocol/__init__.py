@@ -20,6 +20,7 @@ from apps.scep.protocol.server import (
     ca_certs_response,
     decode_get_message,
     get_ca_caps,
+    next_ca_certs_response,
     parse_pki_message,
 )
 
@@ -38,5 +39,6 @@ __all__ = [
     "ca_certs_response",
     "decode_get_message",
     "get_ca_caps",
+    "next_ca_certs_response",
     "parse_pki_message",
 ]

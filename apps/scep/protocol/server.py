@@ -399,3 +399,18 @@ def decode_get_message(value: str) -> bytes:
         return base64.b64decode(value + "=" * (-len(value) % 4), validate=True)
     except binascii.Error:
         raise MalformedMessage("the message parameter is not base64") from None
+
+
+def next_ca_certs_response(
+    *, certificates: list[x509.Certificate], ra_certificate: x509.Certificate, ra_key: PrivateKey
+) -> bytes:
+    """GetNextCACert answer (application/x-x509-next-ca-cert): the successor CA's
+    certificates as a certificates-only PKCS#7, inside a SignedData signed by the current
+    RA so a client can trust the hand-over (RFC 8894 §4.7.1)."""
+    return cms.sign_message(
+        content=pkcs7.serialize_certificates(certificates, Encoding.DER),
+        attributes=[],
+        certificate=ra_certificate,
+        key=ra_key,
+        digest=DEFAULT_DIGEST,
+    )

@@ -1,0 +1,101 @@
+"""The device-facing SCEP endpoint: /scep/<template slug>/[any suffix]."""
+
+import logging
+
+from django.http import Http404, HttpResponse
+from rest_framework.parsers import BaseParser
+from rest_framework.permissions import AllowAny
+from rest_framework.request import Request
+from rest_framework.views import APIView
+
+from apps.scep import services
+from apps.scep.protocol import MalformedMessage, decode_get_message
+from apps.scep.protocol.constants import MAX_MESSAGE_SIZE
+
+logger = logging.getLogger(__name__)
+
+PKI_MESSAGE = "application/x-pki-message"
+MAX_GET_MESSAGE = MAX_MESSAGE_SIZE * 4 // 3 + 1024  # base64 of the largest message, encoded
+
+
+class RawBodyParser(BaseParser):
+    media_type = "*/*"
+
+    def parse(self, stream, media_type=None, parser_context=None) -> bytes:
+        return stream.read()
+
+
+def text(body: str, status: int = 200) -> HttpResponse:
+    return HttpResponse(body, content_type="text/plain", status=status)
+
+
+class ScepView(APIView):
+    """RFC 8894 over HTTP. Devices authenticate with the challenge inside their request,
+    so there is no session, token or CSRF here."""
+
+    authentication_classes: list = []
+    permission_classes = [AllowAny]
+    parser_classes = [RawBodyParser]
+    schema = None  # device-facing, not part of the staff API
+
+    def get(self, request: Request, slug: str, suffix: str = "") -> HttpResponse:
+        endpoint = self._endpoint(slug)
+        operation = request.query_params.get("operation", "")
+        if operation == "GetCACaps":
+            return text(services.ca_caps(endpoint))
+        if operation == "GetCACert":
+            return HttpResponse(
+                services.ca_certs(endpoint), content_type="application/x-x509-ca-ra-cert"
+            )
+        if operation == "GetNextCACert":
+            body = services.next_ca_certs(endpoint)
+            if body is None:
+                return text("this CA has no successor configured", status=404)
+            return HttpResponse(body, content_type="application/x-x509-next-ca-cert")
+        if operation == "PKIOperation":
+            raw = request._request.META.get("QUERY_STRING", "")
+            if len(raw) > MAX_GET_MESSAGE:
+                return text("the message is too large", status=414)
+            return self._pki_operation(
+                endpoint,
+                request,
+                lambda: decode_get_message(
+                    _raw_message_param(raw) or request.query_params.get("message", "")
+                ),
+            )
+        return text("unknown or missing operation", status=400)
+
+    def post(self, request: Request, slug: str, suffix: str = "") -> HttpResponse:
+        endpoint = self._endpoint(slug)
+        if request.query_params.get("operation") != "PKIOperation":
+            return text("POST is for operation=PKIOperation", status=400)
+        length = int(request.META.get("CONTENT_LENGTH") or 0)
+        if length > MAX_MESSAGE_SIZE:
+            return text("the message is too large", status=413)
+        body = request._request.read(MAX_MESSAGE_SIZE + 1)
+        if len(body) > MAX_MESSAGE_SIZE:
+            return text("the message is too large", status=413)
+        return self._pki_operation(endpoint, request, lambda: body)
+
+    def _endpoint(self, slug: str) -> services.Endpoint:
+        endpoint = services.endpoint_for(slug)
+        if endpoint is None:
+            raise Http404("no SCEP endpoint here")
+        return endpoint
+
+    def _pki_operation(self, endpoint, request: Request, message) -> HttpResponse:
+        try:
+            reply = services.pki_operation(endpoint, message(), request=request._request)
+        except MalformedMessage as exc:
+            return text(exc.reason, status=400)
+        return HttpResponse(reply, content_type=PKI_MESSAGE)
+
+
+def _raw_message_param(query_string: str) -> str | None:
+    """The message parameter as sent: form decoding would turn the unescaped '+' that
+    macOS sends into spaces; decode_get_message undoes the %-escapes itself."""
+    for part in query_string.split("&"):
+        name, _, value = part.partition("=")
+        if name == "message":
+            return value
+    return None
