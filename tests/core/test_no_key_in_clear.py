@@ -10,8 +10,9 @@ from cryptography.hazmat.primitives.serialization import pkcs12
 from django.core.management import call_command
 from django.db import connection
 
+from apps.enrollment.services import mint_challenge
 from apps.pki.models import CertificateAuthority
-from apps.pki.services import import_ca
+from apps.pki.services import ensure_ra, import_ca
 from tests.factories import (
     force_ca,
     force_certificate,
@@ -74,16 +75,19 @@ def test_no_private_key_or_challenge_is_in_clear_anywhere(client, alice, caplog)
     )
     template = force_template(ca=intermediate, challenge_type="static", static_challenge=CHALLENGE)
     force_certificate(template=template)
+    dynamic = force_template(ca=intermediate, challenge_type="dynamic")
+    _, minted = mint_challenge(template=dynamic)
+    ra_holder = ensure_ra(intermediate)
 
+    stored = [CertificateAuthority.objects.get(pk=ca.pk) for ca in (root, intermediate)]
+    keys = [ca.load_private_key() for ca in stored] + [ra_holder.load_ra_key()]
     key_ders = [imported_der] + [
-        CertificateAuthority.objects.get(pk=ca.pk)
-        .load_private_key()
-        .private_bytes(
+        key.private_bytes(
             serialization.Encoding.DER,
             serialization.PrivateFormat.PKCS8,
             serialization.NoEncryption(),
         )
-        for ca in (root, intermediate)
+        for key in keys
     ]
     out = io.StringIO()
     call_command("dumpdata", stdout=out)
@@ -107,8 +111,9 @@ def test_no_private_key_or_challenge_is_in_clear_anywhere(client, alice, caplog)
     for where, blob in places.items():
         assert b"PRIVATE KEY" not in blob, where
         assert CHALLENGE.encode() not in blob, where
+        assert minted.encode() not in blob and minted[12:].encode() not in blob, where
         for der in key_ders:
             for form in forms_of(der):
                 assert form not in blob, where
     # The check can fail: the keys are there, encrypted.
-    assert places["database"].count(b"mdmc1:") >= 4
+    assert places["database"].count(b"mdmc1:") >= 5
