@@ -56,6 +56,7 @@ INSTALLED_APPS = [
     "apps.enrollment",
     "apps.devices",
     "apps.certificates",
+    "apps.profiles",
     "apps.scep",
 ]
 

@@ -32,6 +32,9 @@ class Device(models.Model):
     enrolled_at = models.DateTimeField(default=timezone.now)
     last_checkin_at = models.DateTimeField("last check-in", null=True, blank=True)
     last_inventory_at = models.DateTimeField("last inventory scan", null=True, blank=True)
+    scan_requested = models.BooleanField(
+        default=False, help_text="Ask the device for its installed certificates at next check-in."
+    )
 
     class Meta:
         ordering = ["name", "id"]
@@ -91,3 +94,100 @@ class UserAttributes(models.Model):
             "USER_CUSTOM3": self.custom3,
             "USER_CUSTOM4": self.custom4,
         }
+
+
+class DeviceGroup(models.Model):
+    """A label: profiles assigned to it go to every member device."""
+
+    name = models.CharField(max_length=200, unique=True)
+    description = models.TextField(blank=True)
+    devices = models.ManyToManyField(Device, blank=True, related_name="groups")
+
+    class Meta:
+        ordering = ["name"]
+        verbose_name = "device group"
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class EnrollmentCode(models.Model):
+    """A code a device presents once to enroll. Only its SHA-256 is stored; its first
+    characters (``prefix``) tell codes apart in the console."""
+
+    name = models.CharField(max_length=200)
+    prefix = models.CharField(max_length=8, editable=False)
+    code_hash = models.CharField(max_length=64, unique=True, editable=False)
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        help_text="Devices enrolled with this code belong to this user.",
+    )
+    group = models.ForeignKey(
+        DeviceGroup,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="enrollment_codes",
+        help_text="Devices enrolled with this code join this group.",
+    )
+    max_uses = models.PositiveIntegerField(
+        null=True, blank=True, default=1, help_text="1 for a one-time code; empty for no limit."
+    )
+    uses = models.PositiveIntegerField(default=0, editable=False)
+    expires_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.prefix}…)"
+
+
+class DeviceToken(models.Model):
+    """A device's API credential. Only its SHA-256 is stored; the device was shown it once."""
+
+    device = models.ForeignKey(Device, on_delete=models.CASCADE, related_name="tokens")
+    key_hash = models.CharField(max_length=64, unique=True, editable=False)
+    created_at = models.DateTimeField(default=timezone.now)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"token of {self.device}"
+
+
+class InstalledCertificate(models.Model):
+    """A certificate a device reported installed at its last inventory scan."""
+
+    device = models.ForeignKey(
+        Device, on_delete=models.CASCADE, related_name="installed_certificates"
+    )
+    fingerprint_sha256 = models.CharField("SHA-256 fingerprint", max_length=64)
+    subject = models.CharField(max_length=1000, blank=True)
+    issuer = models.CharField(max_length=1000, blank=True)
+    not_after = models.DateTimeField(null=True, blank=True)
+    certificate = models.ForeignKey(
+        "certificates.Certificate",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="installations",
+        help_text="The inventory row, when mdmcerts knows it.",
+    )
+    first_seen_at = models.DateTimeField(default=timezone.now)
+    last_seen_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["device", "fingerprint_sha256"], name="installed_certificate_unique"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.subject} on {self.device}"
