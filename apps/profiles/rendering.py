@@ -1,0 +1,334 @@
+"""Rendering a profile for one device: the neutral JSON and the Apple .mobileconfig.
+
+Variables in payload text fields and in the SCEP subject/SANs are filled with the device's
+values; a variable without a value raises ``VariableValueMissing`` and nothing is
+rendered. Dynamic challenges are minted by the caller (delivery) and passed in by payload
+UUID; static challenges are revealed here, only into the rendered profile.
+"""
+
+import plistlib
+import uuid
+from collections.abc import Mapping
+
+from cryptography.hazmat.primitives import hashes, serialization
+from django.conf import settings
+
+from apps.enrollment.choices import ChallengeType
+from apps.enrollment.models import CertificateTemplate
+from apps.enrollment.rendering import render_subject
+from apps.enrollment.variables import LookupValues, render, values_for
+from apps.pki import crypto
+from apps.profiles.choices import PayloadKind
+from apps.profiles.models import Profile, ProfilePayload
+
+APPLE_KEY_SIZES = {"rsa2048": 2048, "rsa4096": 4096}
+APPLE_SAN_KEYS = {
+    "rfc822": "rfc822Name",
+    "dns": "dNSName",
+    "uri": "uniformResourceIdentifier",
+    "upn": "ntPrincipalName",
+}
+ORGANIZATION = "mdmcerts"
+
+
+class ProfileNotRenderable(Exception):
+    """The profile cannot be rendered for this device; the message says why."""
+
+
+def scep_url(template: CertificateTemplate) -> str:
+    return f"{settings.PUBLIC_BASE_URL}/scep/{template.slug}/pkiclient.exe"
+
+
+def _scep(payload: ProfilePayload, values: LookupValues, challenges: Mapping) -> dict:
+    template = payload.template
+    subject = render_subject(template, values)
+    sans = [
+        [row.san_type, render(row.value, values, where=f"{row.get_san_type_display()} SAN")]
+        for row in template.san_rows.all()
+    ]
+    kind, bits = crypto.KEY_STRENGTH[template.key_algorithm]
+    challenge = ""
+    if template.challenge_type == ChallengeType.STATIC:
+        challenge = template.reveal_static_challenge()
+    elif template.challenge_type == ChallengeType.DYNAMIC:
+        challenge = challenges.get(payload.uuid, "")
+        if not challenge:
+            raise ProfileNotRenderable(f"no challenge was minted for {payload}")
+    return {
+        "url": scep_url(template),
+        "name": template.ca.name,
+        "challenge": challenge,
+        "subject": [
+            [crypto.SHORT_NAMES.get(a.oid, a.oid.dotted_string), str(a.value)]
+            for rdn in subject.rdns
+            for a in rdn
+        ],
+        "subject_alt_names": sans,
+        "key_type": kind,
+        "key_size": bits,
+        "key_usage": {
+            "digital_signature": template.key_usage_digital_signature,
+            "key_encipherment": template.key_usage_key_encipherment,
+        },
+        "retries": template.max_failed_attempts,
+        "retry_delay": template.retry_interval_seconds,
+        "ca_fingerprint_sha256": template.ca.fingerprint_sha256,
+        "ca_fingerprint_sha1": template.ca.certificate.fingerprint(
+            hashes.SHA1()  # noqa: S303 (what Apple devices compare; identifies, does not secure)
+        ).hex(),
+    }
+
+
+def _trusted(payload: ProfilePayload) -> dict:
+    return {"certificates_pem": [crypto.cert_pem(c) for c in payload.ca.chain()]}
+
+
+def _wifi(payload: ProfilePayload, trusted_uuids: list[str]) -> dict:
+    return {
+        "ssid": payload.ssid,
+        "hidden_network": payload.hidden_network,
+        "auto_join": payload.auto_join,
+        "security": payload.wifi_security,
+        "eap_type": "tls",
+        "identity_payload_uuid": str(payload.identity.uuid),
+        "trusted_server_names": payload.trusted_server_names.split(),
+        "trusted_certificate_payload_uuids": trusted_uuids,
+    }
+
+
+def _vpn(payload: ProfilePayload, values: LookupValues) -> dict:
+    return {
+        "type": payload.vpn_type,
+        "server": render(payload.server, values, where="VPN server"),
+        "remote_identifier": render(
+            payload.remote_identifier, values, where="VPN remote identifier"
+        ),
+        "account": render(payload.account, values, where="VPN account"),
+        "identity_payload_uuid": str(payload.identity.uuid),
+    }
+
+
+def _email(payload: ProfilePayload, values: LookupValues) -> dict:
+    return {
+        "host": render(payload.host, values, where="email host"),
+        "use_ssl": payload.use_ssl,
+        "email_address": render(payload.email_address, values, where="email address"),
+        "user_name": render(payload.user_name, values, where="email user name"),
+        "identity_payload_uuid": str(payload.identity.uuid),
+    }
+
+
+def neutral_profile(profile: Profile, *, device, challenges: Mapping[uuid.UUID, str]) -> dict:
+    """The profile for ``device`` in the neutral JSON format (docs/device-api.md)."""
+    values = values_for(device=device)
+    payloads = list(
+        profile.payloads.select_related("template__ca", "ca", "identity").prefetch_related(
+            "template__san_rows"
+        )
+    )
+    trusted = [str(p.uuid) for p in payloads if p.kind == PayloadKind.TRUSTED_CERTIFICATE]
+    rendered = []
+    for payload in payloads:
+        body = {
+            PayloadKind.SCEP: lambda p=payload: _scep(p, values, challenges),
+            PayloadKind.TRUSTED_CERTIFICATE: lambda p=payload: _trusted(p),
+            PayloadKind.WIFI: lambda p=payload: _wifi(p, trusted),
+            PayloadKind.VPN: lambda p=payload: _vpn(p, values),
+            PayloadKind.EMAIL: lambda p=payload: _email(p, values),
+        }[payload.kind]()
+        rendered.append(
+            {
+                "uuid": str(payload.uuid),
+                "kind": payload.kind,
+                "display_name": payload.display_name,
+                payload.kind: body,
+            }
+        )
+    return {
+        "identifier": profile.identifier,
+        "uuid": str(profile.uuid),
+        "name": profile.name,
+        "description": profile.description,
+        "version": profile.version,
+        "payloads": rendered,
+    }
+
+
+def mobileconfig(profile: Profile, *, device, challenges: Mapping[uuid.UUID, str]) -> bytes:
+    """The profile for an Apple ``device`` as an XML property list (.mobileconfig)."""
+    neutral = neutral_profile(profile, device=device, challenges=challenges)
+    content, anchors = [], {}
+    for item in neutral["payloads"]:
+        rendered = _apple_payloads(profile, item, anchors)
+        if item["kind"] == PayloadKind.TRUSTED_CERTIFICATE:
+            anchors[item["uuid"]] = [p["PayloadUUID"] for p in rendered]
+        content.extend(rendered)
+    document = {
+        "PayloadType": "Configuration",
+        "PayloadVersion": 1,
+        "PayloadIdentifier": profile.identifier,
+        "PayloadUUID": str(profile.uuid).upper(),
+        "PayloadDisplayName": profile.name,
+        "PayloadDescription": profile.description,
+        "PayloadOrganization": ORGANIZATION,
+        "PayloadContent": content,
+    }
+    return plistlib.dumps(document, fmt=plistlib.FMT_XML, sort_keys=True)
+
+
+def _common(profile: Profile, item: dict, payload_type: str, suffix: str = "") -> dict:
+    payload_uuid = (
+        str(item["uuid"]).upper()
+        if not suffix
+        else str(uuid.uuid5(uuid.UUID(item["uuid"]), suffix)).upper()
+    )
+    return {
+        "PayloadType": payload_type,
+        "PayloadVersion": 1,
+        "PayloadIdentifier": f"{profile.identifier}.{payload_uuid}",
+        "PayloadUUID": payload_uuid,
+        "PayloadDisplayName": item["display_name"],
+        "PayloadOrganization": ORGANIZATION,
+    }
+
+
+def _apple_payloads(profile: Profile, item: dict, anchors: dict[str, list[str]]) -> list[dict]:
+    kind = item["kind"]
+    if kind == PayloadKind.SCEP:
+        return [
+            {
+                **_common(profile, item, "com.apple.security.scep"),
+                "PayloadContent": _apple_scep(item["scep"]),
+            }
+        ]
+    if kind == PayloadKind.TRUSTED_CERTIFICATE:
+        return _apple_trust(profile, item)
+    if kind == PayloadKind.WIFI:
+        return [
+            {
+                **_common(profile, item, "com.apple.wifi.managed"),
+                **_apple_wifi(item["wifi"], anchors),
+            }
+        ]
+    if kind == PayloadKind.VPN:
+        return [{**_common(profile, item, "com.apple.vpn.managed"), **_apple_vpn(item["vpn"])}]
+    return [{**_common(profile, item, "com.apple.eas.account"), **_apple_eas(item["email"])}]
+
+
+def _apple_scep(scep: dict) -> dict:
+    key_size = {2048: 2048, 4096: 4096}.get(scep["key_size"])
+    if scep["key_type"] != "rsa" or key_size is None:
+        raise ProfileNotRenderable(
+            "Apple devices enroll RSA 2048 or 4096 keys only; change the "
+            "template's key type and size"
+        )
+    usage = (1 if scep["key_usage"]["digital_signature"] else 0) | (
+        4 if scep["key_usage"]["key_encipherment"] else 0
+    )
+    content = {
+        "URL": scep["url"],
+        "Name": scep["name"],
+        "Keysize": key_size,
+        "Key Type": "RSA",
+        "Key Usage": usage,
+        "Retries": scep["retries"],
+        "RetryDelay": scep["retry_delay"],
+        "Subject": [[[oid, value]] for oid, value in scep["subject"]],
+        # Apple devices match the SHA-1 (or MD5) fingerprint of the CA they get from
+        # GetCACert; SHA-1 is the one every iOS and macOS version accepts.
+        "CAFingerprint": bytes.fromhex(scep["ca_fingerprint_sha1"]),
+    }
+    if scep["challenge"]:
+        content["Challenge"] = scep["challenge"]
+    sans = {}
+    for san_type, value in scep["subject_alt_names"]:
+        sans.setdefault(APPLE_SAN_KEYS[san_type], value)
+    if sans:
+        content["SubjectAltName"] = sans
+    return content
+
+
+def _apple_trust(profile: Profile, item: dict) -> list[dict]:
+    """The root as com.apple.security.root, every other CA as com.apple.security.pem."""
+    payloads = []
+    for index, pem in enumerate(item["trusted_certificate"]["certificates_pem"]):
+        cert = crypto.load_pem_certificate(pem)
+        is_root = cert.issuer == cert.subject
+        payload_type = "com.apple.security.root" if is_root else "com.apple.security.pem"
+        body = cert.public_bytes(serialization.Encoding.DER) if is_root else pem.encode()
+        common = _common(profile, item, payload_type, suffix=f"cert-{index}" if index else "")
+        file_name = f"{cert.fingerprint(hashes.SHA256()).hex()[:16]}.{'cer' if is_root else 'pem'}"
+        payloads.append({**common, "PayloadCertificateFileName": file_name, "PayloadContent": body})
+    return payloads
+
+
+def _apple_wifi(wifi: dict, anchors: dict[str, list[str]]) -> dict:
+    """EAP-TLS with the SCEP identity; trust anchors are the trusted-certificate payloads
+    rendered before this one."""
+    eap = {
+        "AcceptEAPTypes": [13],
+        "TLSTrustedServerNames": wifi["trusted_server_names"],
+        "PayloadCertificateAnchorUUID": [
+            anchor
+            for payload_uuid in wifi["trusted_certificate_payload_uuids"]
+            for anchor in anchors.get(payload_uuid, [])
+        ],
+    }
+    return {
+        "SSID_STR": wifi["ssid"],
+        "HIDDEN_NETWORK": wifi["hidden_network"],
+        "AutoJoin": wifi["auto_join"],
+        "EncryptionType": "WPA3" if wifi["security"] == "wpa3_enterprise" else "WPA2",
+        "PayloadCertificateUUID": wifi["identity_payload_uuid"].upper(),
+        "EAPClientConfiguration": eap,
+    }
+
+
+def _apple_vpn(vpn: dict) -> dict:
+    identity = vpn["identity_payload_uuid"].upper()
+    if vpn["type"] == "ikev2":
+        return {
+            "VPNType": "IKEv2",
+            "UserDefinedName": vpn["server"],
+            "IKEv2": {
+                "RemoteAddress": vpn["server"],
+                "RemoteIdentifier": vpn["remote_identifier"] or vpn["server"],
+                "LocalIdentifier": vpn["account"] or vpn["server"],
+                "AuthenticationMethod": "Certificate",
+                "PayloadCertificateUUID": identity,
+            },
+        }
+    key = "IPSec"
+    vpn_type = "IPSec"
+    body = {
+        "RemoteAddress": vpn["server"],
+        "AuthenticationMethod": "Certificate",
+        "PayloadCertificateUUID": identity,
+    }
+    if vpn["type"] == "anyconnect":
+        vpn_type, key = "VPN", "VPN"
+        body = {
+            "RemoteAddress": vpn["server"],
+            "AuthenticationMethod": "Certificate",
+            "AuthName": vpn["account"],
+            "PayloadCertificateUUID": identity,
+        }
+        return {
+            "VPNType": vpn_type,
+            "VPNSubType": "com.cisco.anyconnect",
+            "UserDefinedName": vpn["server"],
+            key: body,
+        }
+    if vpn["account"]:
+        body["XAuthName"] = vpn["account"]
+    return {"VPNType": vpn_type, "UserDefinedName": vpn["server"], key: body}
+
+
+def _apple_eas(email: dict) -> dict:
+    return {
+        "Host": email["host"],
+        "SSL": email["use_ssl"],
+        "EmailAddress": email["email_address"],
+        "UserName": email["user_name"],
+        "PayloadCertificateUUID": email["identity_payload_uuid"].upper(),
+    }
