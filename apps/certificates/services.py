@@ -71,6 +71,7 @@ def record_certificate(
     user=None,
     device=None,
     replaces: Certificate | None = None,
+    profile=None,
 ) -> Certificate:
     """Insert the inventory row for a certificate the caller just obtained."""
     return Certificate.objects.create(
@@ -87,6 +88,7 @@ def record_certificate(
         user=user,
         device=device,
         replaces=replaces,
+        profile=profile,
     )
 
 
@@ -117,6 +119,7 @@ def sign_and_record(
     replaces: Certificate | None = None,
     actor=None,
     request=None,
+    profile=None,
 ) -> Certificate:
     """Sign as the template says and record the row and its audit event (in the caller's
     transaction, if any). Refusals are ``IssuanceRefused``."""
@@ -136,6 +139,7 @@ def sign_and_record(
                         user=user,
                         device=device,
                         replaces=replaces,
+                        profile=profile,
                     )
                     record_event(
                         action=AuditAction.ISSUE,
@@ -298,8 +302,10 @@ def reject_request(*, certificate_request, reason: str = "", actor=None, request
 
 
 def _lock_pending(certificate_request) -> CertificateRequest:
+    # Only the request row is locked: PostgreSQL cannot lock the nullable side of the outer
+    # joins that fetch its user and device.
     row = (
-        CertificateRequest.objects.select_for_update()
+        CertificateRequest.objects.select_for_update(of=("self",))
         .select_related("template__ca", "user", "device")
         .get(pk=certificate_request.pk)
     )

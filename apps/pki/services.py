@@ -257,13 +257,12 @@ def ensure_ra(ca: CertificateAuthority) -> CertificateAuthority:
     RSA because CMS key transport (how SCEP clients encrypt to the RA) needs it.
     """
     now = timezone.now()
-    current = ca.ra_certificate
-    if current is not None and current.not_valid_after_utc - now > RA_RENEW_BEFORE:
+    if _ra_is_current(ca, now):
         return ca
     with transaction.atomic():
         ca = CertificateAuthority.objects.select_for_update().get(pk=ca.pk)
         current = ca.ra_certificate
-        if current is not None and current.not_valid_after_utc - now > RA_RENEW_BEFORE:
+        if _ra_is_current(ca, now):
             return ca  # another process made it meanwhile
         key = crypto.generate_private_key(KeyAlgorithm.RSA_2048)
         ca.set_ra_identity(_sign_ra(ca, key, now), key)
@@ -280,6 +279,16 @@ def ensure_ra(ca: CertificateAuthority) -> CertificateAuthority:
             },
         )
     return ca
+
+
+def _ra_is_current(ca: CertificateAuthority, now) -> bool:
+    """An RA is kept while valid, and until its last month unless it already lasts as long
+    as its CA (a new one could not outlive the CA either: replacing it would only change
+    the key clients just fetched)."""
+    ra = ca.ra_certificate
+    if ra is None or ra.not_valid_after_utc <= now:
+        return False
+    return ra.not_valid_after_utc - now > RA_RENEW_BEFORE or ra.not_valid_after_utc >= ca.not_after
 
 
 def _sign_ra(ca: CertificateAuthority, key, now) -> x509.Certificate:

@@ -9,9 +9,11 @@ a request's transactionID makes a retried or duplicated message yield the same a
 import datetime
 import hashlib
 import logging
+import math
 from dataclasses import dataclass, field
 
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from django.conf import settings
 from django.db import IntegrityError, transaction
@@ -83,8 +85,11 @@ class Endpoint:
 
 
 def endpoint_for(slug: str) -> Endpoint | None:
-    template = (
-        CertificateTemplate.objects.select_related("ca", "ca__successor").filter(slug=slug).first()
+    # Every device request starts here. The slug is unique, so no ORDER BY (``first()``
+    # would add one); the successor CA is loaded only by the operations that use it.
+    template = next(
+        iter(CertificateTemplate.objects.select_related("ca").filter(slug=slug).order_by()[:1]),
+        None,
     )
     if template is None:
         return None
@@ -169,6 +174,7 @@ def _answer(endpoint: Endpoint, pki_request: PKIRequest, request: HttpRequest) -
     keys = {AttemptCounter.Scope.SOURCE: client_ip(request) or "unknown"}
     try:
         _check_signing_time(pki_request)
+        _check_csr_fits(pki_request)
         return HANDLERS[pki_request.message_type](endpoint, pki_request, request, keys)
     except Refusal as refusal:
         if refusal.counts:
@@ -194,6 +200,44 @@ def _check_signing_time(pki_request: PKIRequest) -> None:
         )
 
 
+# What a request row holds; PostgreSQL refuses longer values (an HTTP 500, not a CertRep).
+MAX_TRANSACTION_ID = CertificateRequest._meta.get_field("transaction_id").max_length
+MAX_SUBJECT = CertificateRequest._meta.get_field("requested_subject").max_length
+UNREADABLE_CSR = (
+    ValueError,
+    TypeError,
+    UnsupportedAlgorithm,
+    x509.DuplicateExtension,
+    x509.UnsupportedGeneralNameType,
+)
+
+
+def _check_csr_fits(pki_request: PKIRequest) -> None:
+    """A PKCSReq or RenewalReq whose request row can be written: ``cryptography`` reads a
+    CSR's key, subject and extensions only when asked, and raises on ones it cannot read."""
+    csr = pki_request.csr
+    if csr is None:
+        return
+    if len(pki_request.transaction_id) > MAX_TRANSACTION_ID:
+        raise Refusal(
+            FailInfo.BAD_REQUEST,
+            f"the transactionID is longer than {MAX_TRANSACTION_ID} characters",
+        )
+    try:
+        csr.public_key()
+        subject = csr.subject.rfc4514_string()
+        csr.extensions  # noqa: B018 -- parsed here so that the CSR rules cannot fail on it
+    except UNREADABLE_CSR:
+        raise Refusal(
+            FailInfo.BAD_REQUEST,
+            "the CSR cannot be read or uses an algorithm mdmcerts does not support",
+        ) from None
+    if len(subject) > MAX_SUBJECT:
+        raise Refusal(
+            FailInfo.BAD_REQUEST, f"the CSR's subject is longer than {MAX_SUBJECT} characters"
+        )
+
+
 def _public_key_sha256(public_key) -> str:
     der = public_key.public_bytes(
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
@@ -207,9 +251,16 @@ def _pkcs_req(endpoint: Endpoint, pki_request: PKIRequest, request, keys) -> Out
         _check_lockout(endpoint, keys)
         with transaction.atomic():
             row = _claim_transaction(endpoint, pki_request, request)
-            device, user = _redeem(endpoint, pki_request, keys)
+            device, user, profile = _redeem(endpoint, pki_request, keys)
             return _enroll(
-                endpoint, pki_request, row, device=device, user=user, request=request, keys=keys
+                endpoint,
+                pki_request,
+                row,
+                device=device,
+                user=user,
+                profile=profile,
+                request=request,
+                keys=keys,
             )
 
     return _once(endpoint, pki_request, attempt)
@@ -221,12 +272,14 @@ def _renewal_req(endpoint: Endpoint, pki_request: PKIRequest, request, keys) -> 
         current = _renewable_certificate(endpoint, pki_request)
         with transaction.atomic():
             row = _claim_transaction(endpoint, pki_request, request, renewal_of=current)
+            _lock_for_renewal(current)
             outcome = _enroll(
                 endpoint,
                 pki_request,
                 row,
                 device=current.device,
                 user=current.user,
+                profile=current.profile,
                 request=request,
                 keys=keys,
                 replaces=current,
@@ -235,6 +288,22 @@ def _renewal_req(endpoint: Endpoint, pki_request: PKIRequest, request, keys) -> 
             return outcome
 
     return _once(endpoint, pki_request, attempt)
+
+
+def _lock_for_renewal(current: Certificate) -> None:
+    """Renewals of one certificate take turns; the later one finds it superseded.
+
+    The request row is claimed first, so a duplicate of the *same* renewal waits on that
+    instead and gets the first answer."""
+    still_active = (
+        Certificate.objects.select_for_update()
+        .filter(pk=current.pk, status=CertificateStatus.ACTIVE)
+        .exists()
+    )
+    if not still_active:
+        raise Refusal(
+            FailInfo.BAD_MESSAGE_CHECK, "the signing certificate was renewed already", counts=False
+        )
 
 
 def _once(endpoint: Endpoint, pki_request: PKIRequest, attempt) -> Outcome:
@@ -255,9 +324,10 @@ def _once(endpoint: Endpoint, pki_request: PKIRequest, attempt) -> Outcome:
 def _check_lockout(endpoint: Endpoint, keys: dict) -> None:
     remaining = lockout_remaining(template=endpoint.template, keys=keys)
     if remaining is not None:
+        seconds = math.ceil(remaining.total_seconds())  # 120 s left reads 120, not 121
         raise Refusal(
             FailInfo.BAD_REQUEST,
-            f"too many failed attempts; try again in {int(remaining.total_seconds()) + 1} seconds",
+            f"too many failed attempts; try again in {seconds} seconds",
             counts=False,
         )
 
@@ -283,22 +353,23 @@ def _claim_transaction(
 
 
 def _redeem(endpoint: Endpoint, pki_request: PKIRequest, keys: dict):
-    """Check the challenge; a dynamic one is used up and names the device and user."""
+    """Check the challenge; a dynamic one is used up and names the device, user and
+    profile (of the delivery that minted it)."""
     template = endpoint.template
     presented = pki_request.challenge_password or ""
     if template.challenge_type == ChallengeType.NONE:
-        return None, None
+        return None, None, None
     if template.challenge_type == ChallengeType.STATIC:
         if not template.static_challenge_matches(presented):
             raise Refusal(FailInfo.BAD_REQUEST, "the challenge password is wrong")
-        return None, None
+        return None, None, None
     challenge = redeem_challenge(template=template, value=presented)
     if challenge is None:
         raise Refusal(FailInfo.BAD_REQUEST, "the challenge password is wrong, expired or used")
     if challenge.device_id:
         keys[AttemptCounter.Scope.DEVICE] = str(challenge.device_id)
         _check_lockout(endpoint, keys)
-    return challenge.device, challenge.user
+    return challenge.device, challenge.user, challenge.profile
 
 
 def _enroll(
@@ -311,6 +382,7 @@ def _enroll(
     request,
     keys,
     replaces: Certificate | None = None,
+    profile=None,
 ) -> Outcome:
     template = endpoint.template
     values = values_for(user=user, device=device)
@@ -337,6 +409,7 @@ def _enroll(
             device=device,
             replaces=replaces,
             request=request,
+            profile=profile,
         )
     except IssuanceRefused as exc:
         raise Refusal(FailInfo.BAD_REQUEST, str(exc)) from exc
@@ -353,11 +426,12 @@ def _store_requested(row: CertificateRequest, requested: RequestedNames) -> None
 
 def _replayed(endpoint: Endpoint, pki_request: PKIRequest) -> Outcome | None:
     """The answer already given to this transaction, if it exists (same key only)."""
-    row = (
-        CertificateRequest.objects.select_related("certificate")
-        .filter(template=endpoint.template, transaction_id=pki_request.transaction_id)
-        .first()
-    )
+    # Asked before every enrollment and nearly always empty: no ORDER BY (the pair is
+    # unique) and no join; a replay loads its certificate when it needs it.
+    rows = CertificateRequest.objects.filter(
+        template=endpoint.template, transaction_id=pki_request.transaction_id
+    ).order_by()[:1]
+    row = next(iter(rows), None)
     if row is None:
         return None
     if row.public_key_sha256 != _public_key_sha256(pki_request.csr.public_key()):
