@@ -201,6 +201,8 @@ SPECTACULAR_SETTINGS = {
         "RevocationReasonEnum": "apps.pki.choices.RevocationReason",
         "SanTypeEnum": "apps.enrollment.choices.SanType",
         "CertificateStatusEnum": "apps.certificates.choices.CertificateStatus",
+        "DeviceStatusEnum": "apps.devices.choices.DeviceStatus",
+        "DeliveryStatusEnum": "apps.profiles.choices.DeliveryStatus",
     },
 }
 
@@ -218,6 +220,9 @@ LOGGING = {
 # How far a SCEP message's signing time may be from the server's clock (seconds); beyond
 # it the request gets failInfo badTime.
 MDMCERTS_SCEP_MAX_CLOCK_SKEW = env.int("MDMCERTS_SCEP_MAX_CLOCK_SKEW", default=24 * 3600)
+
+# Device enrollment attempts allowed per client address (DRF throttle rate).
+MDMCERTS_DEVICE_ENROLL_RATE = env.str("MDMCERTS_DEVICE_ENROLL_RATE", default="30/minute")
 
 # Certificate Revocation Grace Period default (hours); templates may override it.
 MDMCERTS_REVOCATION_GRACE_HOURS = env.int("MDMCERTS_REVOCATION_GRACE_HOURS", default=24)

@@ -156,6 +156,14 @@ class CertificateRequest(models.Model):
     user = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
+    profile = models.ForeignKey(
+        "profiles.Profile",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        help_text="The profile whose delivery minted the challenge.",
+    )
     renewal_of = models.ForeignKey(
         Certificate, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )

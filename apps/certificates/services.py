@@ -268,6 +268,7 @@ def approve_request(*, certificate_request, actor=None, request=None) -> Certifi
                 source=CertificateSource.SCEP,
                 user=row.user,
                 device=row.device,
+                profile=row.profile,
                 actor=actor,
                 request=request,
             )

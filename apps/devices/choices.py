@@ -10,6 +10,10 @@ class Platform(models.TextChoices):
     LINUX = "linux", "Linux"
 
 
+# Platforms that install Apple configuration profiles (.mobileconfig).
+APPLE_PLATFORMS = frozenset({Platform.IOS, Platform.IPADOS, Platform.MACOS})
+
+
 class DeviceStatus(models.TextChoices):
     ENROLLED = "enrolled", "Enrolled"
     UNENROLLED = "unenrolled", "Unenrolled"

@@ -1,10 +1,16 @@
 """Devices and the user attributes that fill lookup variables."""
 
+import secrets
+
 from django.conf import settings
+from django.core.validators import MinValueValidator
 from django.db import models
 from django.utils import timezone
 
-from apps.devices.choices import DeviceStatus, Platform
+from apps.core.models import hash_token
+from apps.devices.choices import APPLE_PLATFORMS, DeviceStatus, Platform
+
+CODE_PREFIX_LENGTH = 8
 
 
 class Device(models.Model):
@@ -41,6 +47,11 @@ class Device(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+    @property
+    def is_apple(self) -> bool:
+        """Whether the device installs Apple configuration profiles (.mobileconfig)."""
+        return self.platform in APPLE_PLATFORMS
 
     def lookup_values(self) -> dict[str, str]:
         """This device's values for the lookup variables."""
@@ -110,6 +121,12 @@ class DeviceGroup(models.Model):
     def __str__(self) -> str:
         return self.name
 
+    def audit_extra(self) -> dict[str, list[int]]:
+        """Members, so that the audit diff shows who joined or left."""
+        if self.pk is None:
+            return {"devices": []}
+        return {"devices": sorted(self.devices.values_list("pk", flat=True))}
+
 
 class EnrollmentCode(models.Model):
     """A code a device presents once to enroll. Only its SHA-256 is stored; its first
@@ -135,7 +152,11 @@ class EnrollmentCode(models.Model):
         help_text="Devices enrolled with this code join this group.",
     )
     max_uses = models.PositiveIntegerField(
-        null=True, blank=True, default=1, help_text="1 for a one-time code; empty for no limit."
+        null=True,
+        blank=True,
+        default=1,
+        validators=[MinValueValidator(1)],
+        help_text="1 for a one-time code; empty for no limit.",
     )
     uses = models.PositiveIntegerField(default=0, editable=False)
     expires_at = models.DateTimeField(null=True, blank=True)
@@ -147,6 +168,23 @@ class EnrollmentCode(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} ({self.prefix}…)"
+
+    def assign_code(self) -> str:
+        """Give the row a new random code and return it: the only time it is seen."""
+        code = secrets.token_urlsafe(24)
+        self.prefix, self.code_hash = code[:CODE_PREFIX_LENGTH], hash_token(code)
+        return code
+
+    def state(self, now=None) -> str:
+        """``usable``, ``revoked``, ``expired`` or ``used up``, at ``now``."""
+        now = now or timezone.now()
+        if self.revoked_at is not None:
+            return "revoked"
+        if self.expires_at is not None and self.expires_at <= now:
+            return "expired"
+        if self.max_uses is not None and self.uses >= self.max_uses:
+            return "used up"
+        return "usable"
 
 
 class DeviceToken(models.Model):

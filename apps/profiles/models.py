@@ -1,14 +1,21 @@
-"""Profiles, their payloads, assignments and per-device delivery."""
+"""Profiles, their payloads, assignments and per-device delivery; profile signers."""
 
+import re
 import uuid
+from functools import cached_property
 
+from cryptography import x509
 from django.core.exceptions import ValidationError
 from django.db import models
 from django.utils import timezone
 
+from apps.core import secrets
+from apps.core.fields import EncryptedSecretField, secret_context
 from apps.devices.models import Device, DeviceGroup
 from apps.enrollment.models import CertificateTemplate
 from apps.enrollment.variables import validate_variables
+from apps.pki import crypto
+from apps.pki.choices import CAKind, KeyAlgorithm
 from apps.pki.models import CertificateAuthority
 from apps.profiles.choices import (
     DeliveryStatus,
@@ -17,6 +24,34 @@ from apps.profiles.choices import (
     VpnType,
     WifiSecurity,
 )
+
+IDENTIFIER_RE = re.compile(r"[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+")
+# The SCEP payload's Keysize is 1024, 2048 or 4096 and its Key Type always RSA
+# (apple-profile-schemas/com.apple.security.scep.yaml); 1024 is too weak to offer.
+APPLE_SCEP_KEY_ALGORITHMS = {KeyAlgorithm.RSA_2048: 2048, KeyAlgorithm.RSA_4096: 4096}
+
+# The fields each kind of payload uses, in the order the editor shows them.
+PAYLOAD_FIELDS: dict[str, list[str]] = {
+    PayloadKind.SCEP: ["template"],
+    PayloadKind.TRUSTED_CERTIFICATE: ["ca"],
+    PayloadKind.WIFI: [
+        "ssid",
+        "hidden_network",
+        "auto_join",
+        "wifi_security",
+        "identity",
+        "trusted_server_names",
+    ],
+    PayloadKind.VPN: ["vpn_type", "server", "remote_identifier", "account", "identity"],
+    PayloadKind.EMAIL: ["host", "use_ssl", "email_address", "user_name", "identity"],
+}
+REQUIRED_PAYLOAD_FIELDS: dict[str, list[str]] = {
+    PayloadKind.SCEP: ["template"],
+    PayloadKind.TRUSTED_CERTIFICATE: ["ca"],
+    PayloadKind.WIFI: ["ssid", "wifi_security", "identity"],
+    PayloadKind.VPN: ["vpn_type", "server", "identity"],
+    PayloadKind.EMAIL: ["host", "email_address", "identity"],
+}
 
 
 class Profile(models.Model):
@@ -55,10 +90,41 @@ class Profile(models.Model):
     def __str__(self) -> str:
         return self.name
 
+    def clean(self) -> None:
+        errors = {}
+        if self.identifier and not IDENTIFIER_RE.fullmatch(self.identifier):
+            errors["identifier"] = (
+                "Use a reverse-DNS identifier: letters, digits and hyphens in dot-separated "
+                "parts, e.g. com.example.wifi.corp."
+            )
+        ca = self.signing_ca if self.signing_ca_id else None
+        if ca is not None and (ca.kind != CAKind.LOCAL or not ca.has_private_key):
+            errors["signing_ca"] = (
+                "Profiles are signed by a local CA that holds its key; this CA cannot sign."
+            )
+        if errors:
+            raise ValidationError(errors)
+
+    def audit_extra(self) -> dict:
+        """Payloads and assignments belong to the profile's history (and its version)."""
+        if self.pk is None:
+            return {}
+        return {
+            "payloads": [
+                payload.summary()
+                for payload in self.payloads.select_related("template", "ca", "identity")
+            ],
+            "assignments": sorted(
+                assignment.target_label()
+                for assignment in self.assignments.select_related("group", "device")
+            ),
+        }
+
 
 class ProfilePayload(models.Model):
-    """One payload of a profile. Which fields matter depends on ``kind``; text fields may
-    hold lookup variables, filled per device at delivery."""
+    """One payload of a profile. Which fields matter depends on ``kind``
+    (``PAYLOAD_FIELDS``); text fields may hold lookup variables, filled per device at
+    delivery. ``uuid`` is the Apple PayloadUUID and stays the same across edits."""
 
     profile = models.ForeignKey(Profile, on_delete=models.CASCADE, related_name="payloads")
     position = models.PositiveSmallIntegerField(default=0)
@@ -73,6 +139,7 @@ class ProfilePayload(models.Model):
         on_delete=models.PROTECT,
         related_name="payloads",
         verbose_name="request template",
+        help_text="SCEP: the request template the device enrolls with (Apple: RSA 2048/4096).",
     )
     # Trusted certificate
     ca = models.ForeignKey(
@@ -82,6 +149,7 @@ class ProfilePayload(models.Model):
         on_delete=models.PROTECT,
         related_name="+",
         verbose_name="CA server (its chain)",
+        help_text="Trusted certificate: this CA's certificate and every issuer above it.",
     )
     # Identity of Wi-Fi, VPN and email payloads: a SCEP payload of the same profile.
     identity = models.ForeignKey(
@@ -91,27 +159,68 @@ class ProfilePayload(models.Model):
         on_delete=models.SET_NULL,
         related_name="+",
         verbose_name="identity certificate",
+        help_text="Wi-Fi, VPN, email: a SCEP payload of this profile (save it first).",
     )
     # Wi-Fi
-    ssid = models.CharField("SSID", max_length=32, blank=True)
-    hidden_network = models.BooleanField(default=False)
-    auto_join = models.BooleanField(default=True)
-    wifi_security = models.CharField(max_length=20, choices=WifiSecurity.choices, blank=True)
+    ssid = models.CharField("SSID", max_length=32, blank=True, help_text="Wi-Fi: network name.")
+    hidden_network = models.BooleanField(default=False, help_text="Wi-Fi: SSID not broadcast.")
+    auto_join = models.BooleanField(default=True, help_text="Wi-Fi: join automatically.")
+    wifi_security = models.CharField(
+        max_length=20,
+        choices=WifiSecurity.choices,
+        blank=True,
+        help_text="Wi-Fi: WPA2 or WPA3 Enterprise, with EAP-TLS.",
+    )
     trusted_server_names = models.TextField(
-        blank=True, help_text="RADIUS server certificate names, one per line (wildcards allowed)."
+        blank=True,
+        help_text="Wi-Fi: RADIUS server certificate names, one per line (wildcards allowed).",
     )
     # VPN
-    vpn_type = models.CharField("VPN type", max_length=12, choices=VpnType.choices, blank=True)
-    server = models.CharField(max_length=255, blank=True, validators=[validate_variables])
-    remote_identifier = models.CharField(
-        max_length=255, blank=True, validators=[validate_variables]
+    vpn_type = models.CharField(
+        "VPN type",
+        max_length=12,
+        choices=VpnType.choices,
+        blank=True,
+        help_text="VPN: the protocol.",
     )
-    account = models.CharField(max_length=255, blank=True, validators=[validate_variables])
+    server = models.CharField(
+        max_length=255,
+        blank=True,
+        validators=[validate_variables],
+        help_text="VPN: server host name or address.",
+    )
+    remote_identifier = models.CharField(
+        max_length=255,
+        blank=True,
+        validators=[validate_variables],
+        help_text="VPN (IKEv2): the server's identity; the server name when empty.",
+    )
+    account = models.CharField(
+        max_length=255,
+        blank=True,
+        validators=[validate_variables],
+        help_text="VPN: account (IKEv2 local identifier, XAuth or AnyConnect user), e.g. $USERID$.",
+    )
     # Exchange ActiveSync / email
-    host = models.CharField(max_length=255, blank=True, validators=[validate_variables])
-    use_ssl = models.BooleanField("use SSL", default=True)
-    email_address = models.CharField(max_length=255, blank=True, validators=[validate_variables])
-    user_name = models.CharField(max_length=255, blank=True, validators=[validate_variables])
+    host = models.CharField(
+        max_length=255,
+        blank=True,
+        validators=[validate_variables],
+        help_text="Email: Exchange ActiveSync host.",
+    )
+    use_ssl = models.BooleanField("use SSL", default=True, help_text="Email: connect over TLS.")
+    email_address = models.CharField(
+        max_length=255,
+        blank=True,
+        validators=[validate_variables],
+        help_text="Email: address, e.g. $EMAIL$.",
+    )
+    user_name = models.CharField(
+        max_length=255,
+        blank=True,
+        validators=[validate_variables],
+        help_text="Email: user name, e.g. $USER_UPN$; the device asks when empty.",
+    )
 
     class Meta:
         ordering = ["position", "id"]
@@ -119,32 +228,55 @@ class ProfilePayload(models.Model):
     def __str__(self) -> str:
         return f"{self.get_kind_display()}: {self.display_name}"
 
+    def _has(self, name: str) -> bool:
+        field = self._meta.get_field(name)
+        if field.is_relation:
+            # An identity may be a payload saved in the same edit, after this one is checked.
+            return getattr(self, field.attname) is not None or (
+                field.get_cached_value(self, None) is not None
+            )
+        return bool(getattr(self, name))
+
     def clean(self) -> None:
-        required = {
-            PayloadKind.SCEP: ["template"],
-            PayloadKind.TRUSTED_CERTIFICATE: ["ca"],
-            PayloadKind.WIFI: ["ssid", "wifi_security", "identity"],
-            PayloadKind.VPN: ["vpn_type", "server", "identity"],
-            PayloadKind.EMAIL: ["host", "email_address", "identity"],
-        }.get(self.kind, [])
         errors = {
-            name: "Required for this kind of payload."
-            for name in required
-            if not getattr(
-                self, name if name not in {"template", "ca", "identity"} else f"{name}_id"
-            )
+            name: f"Required for {self.get_kind_display()} payloads."
+            for name in REQUIRED_PAYLOAD_FIELDS.get(self.kind, [])
+            if not self._has(name)
         }
-        if (
-            self.identity_id
-            and self.identity
-            and (
-                self.identity.kind != PayloadKind.SCEP
-                or self.identity.profile_id != self.profile_id
-            )
+        uses_identity = "identity" in PAYLOAD_FIELDS.get(self.kind, [])
+        identity = self.identity if uses_identity and self._has("identity") else None
+        if identity is not None and (
+            identity.kind != PayloadKind.SCEP
+            or identity.profile_id != self.profile_id
+            or identity is self
         ):
             errors["identity"] = "The identity must be a SCEP payload of the same profile."
+        template = self.template if self.kind == PayloadKind.SCEP and self.template_id else None
+        if (
+            template is not None
+            and self._for_apple()
+            and template.key_algorithm not in APPLE_SCEP_KEY_ALGORITHMS
+        ):
+            errors["template"] = (
+                f"Apple devices enroll RSA 2048 or 4096 keys only; template {template} "
+                f"uses {template.get_key_algorithm_display()}."
+            )
         if errors:
             raise ValidationError(errors)
+
+    def _for_apple(self) -> bool:
+        profile = self.profile if self._has("profile") else None
+        return profile is not None and profile.platform == ProfilePlatform.APPLE
+
+    def summary(self) -> str:
+        """The payload in one line, with the fields its kind uses: its audit trail."""
+        values = []
+        for name in PAYLOAD_FIELDS.get(self.kind, []):
+            value = getattr(self, name)
+            if isinstance(value, ProfilePayload):
+                value = value.display_name
+            values.append(f"{name}={value if value not in (None, '') else '—'}")
+        return f"{self.get_kind_display()} '{self.display_name}': {', '.join(values)}"
 
 
 class ProfileAssignment(models.Model):
@@ -173,7 +305,16 @@ class ProfileAssignment(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"{self.profile} → {self.group or self.device}"
+        return f"{self.profile} → {self.target_label()}"
+
+    def clean(self) -> None:
+        if (self.group_id is None) == (self.device_id is None):
+            raise ValidationError("Assign the profile to a group or to a device (one of them).")
+
+    def target_label(self) -> str:
+        if self.group_id:
+            return f"group {self.group}"
+        return f"device {self.device} (#{self.device_id})"
 
 
 class Delivery(models.Model):
@@ -208,3 +349,58 @@ class Delivery(models.Model):
 
     def __str__(self) -> str:
         return f"{self.profile} on {self.device}: {self.get_status_display()}"
+
+
+class ProfileSigner(models.Model):
+    """The profile-signing certificate of a local CA, and its key encrypted under the KEK.
+
+    One per CA, made on first use and replaced in place when it nears expiry or the CA's
+    certificate changed. Extended key usage is code signing only (see
+    ``apps.profiles.signing``).
+    """
+
+    ca = models.OneToOneField(
+        CertificateAuthority,
+        on_delete=models.CASCADE,
+        related_name="profile_signer",
+        verbose_name="CA server",
+    )
+    certificate_pem = models.TextField("profile-signing certificate", editable=False)
+    private_key = EncryptedSecretField()
+    fingerprint_sha256 = models.CharField("SHA-256 fingerprint", max_length=64, editable=False)
+    issuer_fingerprint_sha256 = models.CharField(
+        "CA certificate SHA-256 fingerprint",
+        max_length=64,
+        editable=False,
+        help_text="The CA certificate that signed it; a renewed CA gets a new signer.",
+    )
+    not_after = models.DateTimeField(editable=False)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name = "profile signer"
+
+    def __str__(self) -> str:
+        return f"profile signer of {self.ca}"
+
+    @cached_property
+    def certificate(self) -> x509.Certificate:
+        return crypto.load_pem_certificate(self.certificate_pem)
+
+    def set_identity(self, certificate: x509.Certificate, key: crypto.PrivateKey) -> None:
+        """Store the certificate, its derived fields and (encrypted) its key."""
+        self.certificate_pem = crypto.cert_pem(certificate)
+        self.__dict__.pop("certificate", None)
+        self.fingerprint_sha256 = crypto.fingerprint_sha256(certificate)
+        self.issuer_fingerprint_sha256 = self.ca.fingerprint_sha256
+        self.not_after = certificate.not_valid_after_utc
+        self.private_key = secrets.encrypt(
+            crypto.private_key_der(key), context=secret_context(type(self), "private_key")
+        )
+
+    def load_private_key(self) -> crypto.PrivateKey:
+        """The signing key, for signing. Never store or log it."""
+        return crypto.load_stored_key(
+            self.private_key, context=secret_context(type(self), "private_key")
+        )

@@ -13,15 +13,16 @@ from collections.abc import Mapping
 from cryptography.hazmat.primitives import hashes, serialization
 from django.conf import settings
 
-from apps.enrollment.choices import ChallengeType
+from apps.enrollment.choices import ChallengeType, SubjectSource
 from apps.enrollment.models import CertificateTemplate
 from apps.enrollment.rendering import render_subject
 from apps.enrollment.variables import LookupValues, render, values_for
 from apps.pki import crypto
 from apps.profiles.choices import PayloadKind
-from apps.profiles.models import Profile, ProfilePayload
+from apps.profiles.models import APPLE_SCEP_KEY_ALGORITHMS, Profile, ProfilePayload
+from apps.profiles.signing import ProfileSigningError, sign_profile
 
-APPLE_KEY_SIZES = {"rsa2048": 2048, "rsa4096": 4096}
+APPLE_KEY_SIZES = set(APPLE_SCEP_KEY_ALGORITHMS.values())
 APPLE_SAN_KEYS = {
     "rfc822": "rfc822Name",
     "dns": "dNSName",
@@ -120,6 +121,12 @@ def _email(payload: ProfilePayload, values: LookupValues) -> dict:
 
 def neutral_profile(profile: Profile, *, device, challenges: Mapping[uuid.UUID, str]) -> dict:
     """The profile for ``device`` in the neutral JSON format (docs/device-api.md)."""
+    return _render_neutral(profile, device=device, challenges=challenges)[0]
+
+
+def _render_neutral(
+    profile: Profile, *, device, challenges: Mapping[uuid.UUID, str]
+) -> tuple[dict, dict[str, ProfilePayload]]:
     values = values_for(device=device)
     payloads = list(
         profile.payloads.select_related("template__ca", "ca", "identity").prefetch_related(
@@ -144,7 +151,7 @@ def neutral_profile(profile: Profile, *, device, challenges: Mapping[uuid.UUID, 
                 payload.kind: body,
             }
         )
-    return {
+    neutral = {
         "identifier": profile.identifier,
         "uuid": str(profile.uuid),
         "name": profile.name,
@@ -152,14 +159,20 @@ def neutral_profile(profile: Profile, *, device, challenges: Mapping[uuid.UUID, 
         "version": profile.version,
         "payloads": rendered,
     }
+    return neutral, {str(p.uuid): p for p in payloads}
 
 
 def mobileconfig(profile: Profile, *, device, challenges: Mapping[uuid.UUID, str]) -> bytes:
-    """The profile for an Apple ``device`` as an XML property list (.mobileconfig)."""
-    neutral = neutral_profile(profile, device=device, challenges=challenges)
+    """The profile for an Apple ``device`` as an XML property list (.mobileconfig), signed
+    (CMS SignedData, DER) when the profile has a signing CA.
+
+    PayloadUUIDs are the stored UUIDs of the profile and its payloads, so every rendering
+    of a profile has the same ones and a device replaces what it installed before.
+    """
+    neutral, payloads = _render_neutral(profile, device=device, challenges=challenges)
     content, anchors = [], {}
     for item in neutral["payloads"]:
-        rendered = _apple_payloads(profile, item, anchors)
+        rendered = _apple_payloads(profile, item, anchors, payloads[item["uuid"]])
         if item["kind"] == PayloadKind.TRUSTED_CERTIFICATE:
             anchors[item["uuid"]] = [p["PayloadUUID"] for p in rendered]
         content.extend(rendered)
@@ -173,7 +186,13 @@ def mobileconfig(profile: Profile, *, device, challenges: Mapping[uuid.UUID, str
         "PayloadOrganization": ORGANIZATION,
         "PayloadContent": content,
     }
-    return plistlib.dumps(document, fmt=plistlib.FMT_XML, sort_keys=True)
+    plist = plistlib.dumps(document, fmt=plistlib.FMT_XML, sort_keys=True)
+    if profile.signing_ca_id is None:
+        return plist
+    try:
+        return sign_profile(plist, ca=profile.signing_ca)
+    except ProfileSigningError as exc:
+        raise ProfileNotRenderable(f"profile {profile} cannot be signed: {exc}") from exc
 
 
 def _common(profile: Profile, item: dict, payload_type: str, suffix: str = "") -> dict:
@@ -192,13 +211,15 @@ def _common(profile: Profile, item: dict, payload_type: str, suffix: str = "") -
     }
 
 
-def _apple_payloads(profile: Profile, item: dict, anchors: dict[str, list[str]]) -> list[dict]:
+def _apple_payloads(
+    profile: Profile, item: dict, anchors: dict[str, list[str]], payload: ProfilePayload
+) -> list[dict]:
     kind = item["kind"]
     if kind == PayloadKind.SCEP:
         return [
             {
                 **_common(profile, item, "com.apple.security.scep"),
-                "PayloadContent": _apple_scep(item["scep"]),
+                "PayloadContent": _apple_scep(item["scep"], payload),
             }
         ]
     if kind == PayloadKind.TRUSTED_CERTIFICATE:
@@ -211,16 +232,22 @@ def _apple_payloads(profile: Profile, item: dict, anchors: dict[str, list[str]])
             }
         ]
     if kind == PayloadKind.VPN:
-        return [{**_common(profile, item, "com.apple.vpn.managed"), **_apple_vpn(item["vpn"])}]
+        return [
+            {
+                **_common(profile, item, "com.apple.vpn.managed"),
+                **_apple_vpn(item["vpn"], name=item["display_name"]),
+            }
+        ]
     return [{**_common(profile, item, "com.apple.eas.account"), **_apple_eas(item["email"])}]
 
 
-def _apple_scep(scep: dict) -> dict:
-    key_size = {2048: 2048, 4096: 4096}.get(scep["key_size"])
-    if scep["key_type"] != "rsa" or key_size is None:
+def _apple_scep(scep: dict, payload: ProfilePayload) -> dict:
+    if scep["key_type"] != "rsa" or scep["key_size"] not in APPLE_KEY_SIZES:
         raise ProfileNotRenderable(
-            "Apple devices enroll RSA 2048 or 4096 keys only; change the "
-            "template's key type and size"
+            f"SCEP payload {payload.display_name!r}: Apple devices enroll RSA 2048 or 4096 "
+            f"keys only, and request template {payload.template} asks for "
+            f"{payload.template.get_key_algorithm_display()}; change the template's key type "
+            "and size, or use another template"
         )
     usage = (1 if scep["key_usage"]["digital_signature"] else 0) | (
         4 if scep["key_usage"]["key_encipherment"] else 0
@@ -228,7 +255,7 @@ def _apple_scep(scep: dict) -> dict:
     content = {
         "URL": scep["url"],
         "Name": scep["name"],
-        "Keysize": key_size,
+        "Keysize": scep["key_size"],
         "Key Type": "RSA",
         "Key Usage": usage,
         "Retries": scep["retries"],
@@ -240,12 +267,28 @@ def _apple_scep(scep: dict) -> dict:
     }
     if scep["challenge"]:
         content["Challenge"] = scep["challenge"]
-    sans = {}
-    for san_type, value in scep["subject_alt_names"]:
-        sans.setdefault(APPLE_SAN_KEYS[san_type], value)
+    sans = _apple_sans(scep["subject_alt_names"], payload)
     if sans:
         content["SubjectAltName"] = sans
     return content
+
+
+def _apple_sans(pairs: list[list[str]], payload: ProfilePayload) -> dict[str, str]:
+    """One string per SAN type, as the schema types them. A template that renders its own
+    SANs gets all of them into the certificate whatever the CSR asks for, so a second
+    value of a type is left out of the request; a template that takes SANs from the
+    request would lose it, so that profile is refused."""
+    sans: dict[str, str] = {}
+    for san_type, value in pairs:
+        key = APPLE_SAN_KEYS[san_type]
+        if key in sans and payload.template.subject_source == SubjectSource.REQUEST:
+            raise ProfileNotRenderable(
+                f"SCEP payload {payload.display_name!r}: Apple's SCEP payload asks for one "
+                f"{key} SAN, and request template {payload.template} takes its SANs from the "
+                "request with more than one"
+            )
+        sans.setdefault(key, value)
+    return sans
 
 
 def _apple_trust(profile: Profile, item: dict) -> list[dict]:
@@ -284,12 +327,12 @@ def _apple_wifi(wifi: dict, anchors: dict[str, list[str]]) -> dict:
     }
 
 
-def _apple_vpn(vpn: dict) -> dict:
+def _apple_vpn(vpn: dict, *, name: str) -> dict:
     identity = vpn["identity_payload_uuid"].upper()
     if vpn["type"] == "ikev2":
         return {
             "VPNType": "IKEv2",
-            "UserDefinedName": vpn["server"],
+            "UserDefinedName": name,
             "IKEv2": {
                 "RemoteAddress": vpn["server"],
                 "RemoteIdentifier": vpn["remote_identifier"] or vpn["server"],
@@ -298,37 +341,36 @@ def _apple_vpn(vpn: dict) -> dict:
                 "PayloadCertificateUUID": identity,
             },
         }
-    key = "IPSec"
-    vpn_type = "IPSec"
-    body = {
+    if vpn["type"] == "anyconnect":
+        # The schema's VPN dictionary has no server or account keys: for VPNType "VPN"
+        # they go in the PPP dictionary, as CommRemoteAddress and AuthName.
+        ppp = {"CommRemoteAddress": vpn["server"]}
+        if vpn["account"]:
+            ppp["AuthName"] = vpn["account"]
+        return {
+            "VPNType": "VPN",
+            "VPNSubType": "com.cisco.anyconnect",
+            "UserDefinedName": name,
+            "VPN": {"AuthenticationMethod": "Certificate", "PayloadCertificateUUID": identity},
+            "PPP": ppp,
+        }
+    ipsec = {
         "RemoteAddress": vpn["server"],
         "AuthenticationMethod": "Certificate",
         "PayloadCertificateUUID": identity,
     }
-    if vpn["type"] == "anyconnect":
-        vpn_type, key = "VPN", "VPN"
-        body = {
-            "RemoteAddress": vpn["server"],
-            "AuthenticationMethod": "Certificate",
-            "AuthName": vpn["account"],
-            "PayloadCertificateUUID": identity,
-        }
-        return {
-            "VPNType": vpn_type,
-            "VPNSubType": "com.cisco.anyconnect",
-            "UserDefinedName": vpn["server"],
-            key: body,
-        }
     if vpn["account"]:
-        body["XAuthName"] = vpn["account"]
-    return {"VPNType": vpn_type, "UserDefinedName": vpn["server"], key: body}
+        ipsec.update(XAuthEnabled=1, XAuthName=vpn["account"])
+    return {"VPNType": "IPSec", "UserDefinedName": name, "IPSec": ipsec}
 
 
 def _apple_eas(email: dict) -> dict:
-    return {
+    content = {
         "Host": email["host"],
         "SSL": email["use_ssl"],
         "EmailAddress": email["email_address"],
-        "UserName": email["user_name"],
         "PayloadCertificateUUID": email["identity_payload_uuid"].upper(),
     }
+    if email["user_name"]:
+        content["UserName"] = email["user_name"]  # absent: the device asks the user
+    return content

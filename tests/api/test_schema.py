@@ -17,6 +17,20 @@ PATHS = [
     "/api/v1/certificates/",
     "/api/v1/certificates/{id}/",
     "/api/v1/certificates/{id}/revoke/",
+    "/api/v1/devices/",
+    "/api/v1/devices/{id}/",
+    "/api/v1/devices/{id}/scan/",
+    "/api/v1/devices/{id}/redeliver/",
+    "/api/v1/devices/{id}/unenroll/",
+    "/api/v1/device-groups/",
+    "/api/v1/device-groups/{id}/",
+    "/api/v1/enrollment-codes/",
+    "/api/v1/enrollment-codes/{id}/",
+    "/api/v1/enrollment-codes/{id}/revoke/",
+    "/api/v1/profiles/",
+    "/api/v1/profiles/{id}/",
+    "/api/v1/profile-assignments/",
+    "/api/v1/profile-assignments/{id}/",
 ]
 
 

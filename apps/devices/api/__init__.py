@@ -1,0 +1,2 @@
+"""The device API (/api/device/v1/) and the staff REST API for devices, groups and
+enrollment codes."""

@@ -1,0 +1,441 @@
+"""Enrollment codes, device enrollment and tokens, check-ins with inventory, and the
+device lifecycle (scan, redeliver, unenroll, wipe), audited."""
+
+import datetime
+import logging
+import re
+import secrets
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from cryptography import x509
+from django.db import transaction
+from django.db.models import F, Q
+from django.http import HttpRequest
+from django.utils import timezone
+
+from apps.audit.choices import AuditAction
+from apps.audit.services import diff, record_change, record_deletion, record_event, snapshot
+from apps.certificates.models import Certificate
+from apps.core.models import hash_token
+from apps.devices.choices import DeviceStatus
+from apps.devices.models import (
+    Device,
+    DeviceGroup,
+    DeviceToken,
+    EnrollmentCode,
+    InstalledCertificate,
+)
+from apps.pki import crypto
+from apps.profiles import delivery
+
+logger = logging.getLogger(__name__)
+
+FACT_FIELDS = (
+    "name",
+    "platform",
+    "serial_number",
+    "udid",
+    "uuid",
+    "imei",
+    "imsi",
+    "wifi_mac",
+    "client_id",
+)
+CODE_REFUSALS = {
+    "revoked": "this enrollment code was revoked; ask your administrator for a new one",
+    "expired": "this enrollment code has expired; ask your administrator for a new one",
+    "used up": "this enrollment code was used already; ask your administrator for a new one",
+}
+FINGERPRINT_SEPARATORS = re.compile(r"[\s:]")
+SHA256_HEX = re.compile(r"[0-9a-f]{64}")
+
+
+class EnrollmentRefused(Exception):
+    """The code does not enroll a device; ``str()`` says why. Nothing was created."""
+
+
+class InvalidInventory(Exception):
+    """An installed-certificate entry cannot be read; ``str()`` says which and why."""
+
+
+# --- enrollment codes ------------------------------------------------------------------
+
+
+def create_enrollment_code(
+    *,
+    name: str,
+    owner=None,
+    group: DeviceGroup | None = None,
+    max_uses: int | None = 1,
+    expires_at: datetime.datetime | None = None,
+    actor=None,
+    request: HttpRequest | None = None,
+) -> tuple[EnrollmentCode, str]:
+    """A new enrollment code and the code itself, which is shown this once only (only its
+    SHA-256 is stored). ``max_uses`` 1 makes a one-time code, None an unlimited one.
+    An invalid one raises ``ValidationError`` and nothing is saved."""
+    row = EnrollmentCode(
+        name=name, owner=owner, group=group, max_uses=max_uses, expires_at=expires_at
+    )
+    code = row.assign_code()
+    row.full_clean()
+    with transaction.atomic():
+        row.save()
+        record_change(obj=row, before=None, actor=actor, request=request)
+    return row, code
+
+
+def revoke_enrollment_code(
+    *, code: EnrollmentCode, actor=None, request: HttpRequest | None = None
+) -> bool:
+    """Revoke the code now; False if it was revoked already."""
+    with transaction.atomic():
+        before = snapshot(code)
+        now = timezone.now()
+        done = EnrollmentCode.objects.filter(pk=code.pk, revoked_at__isnull=True).update(
+            revoked_at=now
+        )
+        if done:
+            code.revoked_at = now
+            record_change(obj=code, before=before, actor=actor, request=request)
+    return bool(done)
+
+
+# --- enrollment and tokens -------------------------------------------------------------
+
+
+def enroll(
+    *, code: str, facts: Mapping[str, Any], request: HttpRequest | None = None
+) -> tuple[Device, str]:
+    """Enroll a device with an enrollment code: the device (owned by the code's owner,
+    in the code's group) and its API token, shown this once only.
+
+    A revoked, expired, used or unknown code raises ``EnrollmentRefused``; invalid facts
+    raise ``ValidationError``. Either way nothing is created and the code is not used.
+    """
+    with transaction.atomic():
+        enrollment_code = _claim_enrollment_code(code)
+        device = Device(owner=enrollment_code.owner, **_facts(facts))
+        device.full_clean()
+        device.save()
+        if enrollment_code.group is not None:
+            enrollment_code.group.devices.add(device)
+        token = issue_device_token(device)
+        record_change(
+            obj=device,
+            before=None,
+            request=request,
+            message=f"enrolled with enrollment code {enrollment_code}",
+        )
+    return device, token
+
+
+def _claim_enrollment_code(code: str) -> EnrollmentCode:
+    """Count one use of the code, if it may be used now. The use is a conditional update,
+    so a one-time code is used once however many devices present it at the same time."""
+    row = (
+        EnrollmentCode.objects.select_related("owner", "group")
+        .filter(code_hash=hash_token(code))
+        .first()
+    )
+    if row is None:
+        raise EnrollmentRefused("unknown enrollment code; check it or ask your administrator")
+    now = timezone.now()
+    if row.state(now) != "usable":
+        raise EnrollmentRefused(CODE_REFUSALS[row.state(now)])
+    claimed = (
+        EnrollmentCode.objects.filter(pk=row.pk, revoked_at__isnull=True)
+        .filter(Q(expires_at__isnull=True) | Q(expires_at__gt=now))
+        .filter(Q(max_uses__isnull=True) | Q(uses__lt=F("max_uses")))
+        .update(uses=F("uses") + 1)
+    )
+    if claimed != 1:  # another device took the last use (or it was revoked) meanwhile
+        row.refresh_from_db()
+        raise EnrollmentRefused(CODE_REFUSALS.get(row.state(now), CODE_REFUSALS["used up"]))
+    return row
+
+
+def _facts(facts: Mapping[str, Any]) -> dict[str, Any]:
+    return {name: facts[name] for name in FACT_FIELDS if facts.get(name) is not None}
+
+
+def issue_device_token(device: Device) -> str:
+    """A new API token for the device, returned this once (only its SHA-256 is stored)."""
+    key = secrets.token_urlsafe(32)
+    DeviceToken.objects.create(device=device, key_hash=hash_token(key))
+    return key
+
+
+def token_for_key(key: str) -> DeviceToken | None:
+    """The valid token with this key (its device enrolled), or None."""
+    return (
+        DeviceToken.objects.select_related("device__owner")
+        .filter(key_hash=hash_token(key), revoked_at__isnull=True)
+        .filter(device__status=DeviceStatus.ENROLLED)
+        .first()
+    )
+
+
+def _revoke_tokens(device: Device) -> None:
+    DeviceToken.objects.filter(device=device, revoked_at__isnull=True).update(
+        revoked_at=timezone.now()
+    )
+
+
+# --- check-in and inventory ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ReportedCertificate:
+    """One installed certificate as the device reported it (subject etc. from its PEM)."""
+
+    fingerprint_sha256: str
+    subject: str = ""
+    issuer: str = ""
+    not_after: datetime.datetime | None = None
+
+
+@dataclass
+class CheckinResult:
+    """What the check-in response tells the device."""
+
+    scan_requested: bool
+    install: list[dict] = field(default_factory=list)
+    remove: list[dict] = field(default_factory=list)
+
+
+def checkin(
+    *,
+    device: Device,
+    facts: Mapping[str, Any] | None = None,
+    installed_certificates: Sequence[Mapping[str, str]] | None = None,
+) -> CheckinResult:
+    """Record a check-in: the facts the device sent, its inventory when it sent one (None:
+    no inventory this time; empty: none installed), then the profiles to install, each
+    rendered with fresh challenges, and the profiles to remove.
+
+    An unreadable inventory raises ``InvalidInventory``, invalid facts ``ValidationError``;
+    either way nothing changes.
+    """
+    reported = None if installed_certificates is None else read_inventory(installed_certificates)
+    with transaction.atomic():
+        device = _lock_device(device)
+        _update_facts(device, facts or {})
+        now = timezone.now()
+        if reported is not None:
+            _record_inventory(device, reported, now)
+        device.last_checkin_at = now
+        device.save()
+        delivery.sync_deliveries(device)
+        install = [
+            item
+            for row in delivery.deliveries_to_send(device)
+            if (item := delivery.render_delivery(row)) is not None
+        ]
+        remove = [delivery.removal_item(row) for row in delivery.deliveries_to_remove(device)]
+    return CheckinResult(scan_requested=device.scan_requested, install=install, remove=remove)
+
+
+def _update_facts(device: Device, facts: Mapping[str, Any]) -> None:
+    """Take the facts the device sent; a change is audited (not the check-in itself)."""
+    before = {name: getattr(device, name) for name in FACT_FIELDS}
+    for name, value in _facts(facts).items():
+        setattr(device, name, value)
+    changes = diff(before, {name: getattr(device, name) for name in FACT_FIELDS})
+    if changes:
+        device.full_clean()
+        record_event(
+            action=AuditAction.UPDATE,
+            obj=device,
+            changes=changes,
+            message="facts reported by the device at check-in",
+        )
+
+
+def read_inventory(entries: Iterable[Mapping[str, str]]) -> list[ReportedCertificate]:
+    """Installed-certificate entries (``pem`` and/or ``fingerprint_sha256``) as reported
+    certificates, one per fingerprint. ``InvalidInventory`` names the first bad entry."""
+    reported: dict[str, ReportedCertificate] = {}
+    for index, entry in enumerate(entries):
+        item = _read_entry(entry, f"installed_certificates[{index}]")
+        if item.fingerprint_sha256 not in reported or item.subject:
+            reported[item.fingerprint_sha256] = item
+    return list(reported.values())
+
+
+def _read_entry(entry: Mapping[str, str], where: str) -> ReportedCertificate:
+    pem, fingerprint = entry.get("pem") or "", entry.get("fingerprint_sha256") or ""
+    if fingerprint:
+        fingerprint = FINGERPRINT_SEPARATORS.sub("", fingerprint).lower()
+        if not SHA256_HEX.fullmatch(fingerprint):
+            raise InvalidInventory(f"{where}: fingerprint_sha256 is not 64 hexadecimal digits")
+    if not pem:
+        if not fingerprint:
+            raise InvalidInventory(f"{where}: give pem or fingerprint_sha256")
+        return ReportedCertificate(fingerprint_sha256=fingerprint)
+    try:
+        cert = x509.load_pem_x509_certificate(pem.encode())
+        item = ReportedCertificate(
+            fingerprint_sha256=crypto.fingerprint_sha256(cert),
+            subject=crypto.format_name(cert.subject)[:1000],
+            issuer=crypto.format_name(cert.issuer)[:1000],
+            not_after=cert.not_valid_after_utc,
+        )
+    except (ValueError, TypeError) as exc:
+        raise InvalidInventory(f"{where}: pem is not a PEM-encoded X.509 certificate") from exc
+    if fingerprint and fingerprint != item.fingerprint_sha256:
+        raise InvalidInventory(f"{where}: fingerprint_sha256 is not the fingerprint of pem")
+    return item
+
+
+def _record_inventory(
+    device: Device, reported: list[ReportedCertificate], now: datetime.datetime
+) -> None:
+    """Replace the device's inventory by what it reported, linked to the certificates
+    mdmcerts knows by SHA-256 fingerprint; the scan asked for is done."""
+    fingerprints = [item.fingerprint_sha256 for item in reported]
+    known = {
+        cert.fingerprint_sha256: cert
+        for cert in Certificate.objects.filter(fingerprint_sha256__in=fingerprints)
+    }
+    existing = {row.fingerprint_sha256: row for row in device.installed_certificates.all()}
+    device.installed_certificates.exclude(fingerprint_sha256__in=fingerprints).delete()
+    new, seen = [], []
+    for item in reported:
+        row = existing.get(item.fingerprint_sha256) or InstalledCertificate(
+            device=device, fingerprint_sha256=item.fingerprint_sha256, first_seen_at=now
+        )
+        _describe(row, item, known.get(item.fingerprint_sha256))
+        row.last_seen_at = now
+        (seen if row.pk else new).append(row)
+    InstalledCertificate.objects.bulk_create(new)
+    InstalledCertificate.objects.bulk_update(
+        seen, ["subject", "issuer", "not_after", "certificate", "last_seen_at"]
+    )
+    device.scan_requested = False
+    device.last_inventory_at = now
+
+
+def _describe(
+    row: InstalledCertificate, item: ReportedCertificate, known: Certificate | None
+) -> None:
+    """Subject, issuer and expiry from the PEM, else from mdmcerts' row, else as they were."""
+    row.certificate = known
+    if item.subject:
+        row.subject, row.issuer, row.not_after = item.subject, item.issuer, item.not_after
+    elif known is not None:
+        row.subject = known.subject
+        row.issuer = crypto.format_name(known.certificate.issuer)[:1000]
+        row.not_after = known.not_after
+
+
+def _lock_device(device: Device) -> Device:
+    """The device row, locked until the end of the transaction: one check-in at a time."""
+    return Device.objects.select_for_update(of=("self",)).select_related("owner").get(pk=device.pk)
+
+
+# --- lifecycle -------------------------------------------------------------------------
+
+
+def save_device(
+    *, device: Device, before: dict[str, Any], actor=None, request: HttpRequest | None = None
+) -> Device:
+    """Validate and save an administrator's change to a device, audited."""
+    device.full_clean()
+    with transaction.atomic():
+        device.save()
+        record_change(obj=device, before=before, actor=actor, request=request)
+    return device
+
+
+def request_scan(*, device: Device, actor=None, request: HttpRequest | None = None) -> None:
+    """Ask the device for its installed certificates at its next check-in."""
+    with transaction.atomic():
+        Device.objects.filter(pk=device.pk).update(scan_requested=True)
+        device.scan_requested = True
+        record_event(
+            action=AuditAction.UPDATE,
+            obj=device,
+            actor=actor,
+            request=request,
+            message="inventory scan requested for the next check-in",
+        )
+
+
+def redeliver_profiles(*, device: Device, actor=None, request: HttpRequest | None = None) -> int:
+    """Send the device all its profiles again at its next check-in; returns how many."""
+    with transaction.atomic():
+        count = delivery.redeliver(device)
+        record_event(
+            action=AuditAction.UPDATE,
+            obj=device,
+            actor=actor,
+            request=request,
+            message=f"{count} profile(s) to be delivered again",
+        )
+    return count
+
+
+def unenroll(*, device: Device, actor=None, request: HttpRequest | None = None) -> bool:
+    """Unenroll an enrolled device: its tokens stop working and every profile it was
+    given is to be removed. False (and nothing changes) if it was not enrolled."""
+    with transaction.atomic():
+        device = _lock_device(device)
+        if device.status != DeviceStatus.ENROLLED:
+            return False
+        before = snapshot(device)
+        _revoke_tokens(device)
+        device.status = DeviceStatus.UNENROLLED
+        device.save()
+        delivery.sync_deliveries(device)  # an unenrolled device is targeted by nothing
+        record_change(obj=device, before=before, actor=actor, request=request, message="unenrolled")
+    return True
+
+
+def mark_wiped(*, device: Device, actor=None, request: HttpRequest | None = None) -> bool:
+    """The device was erased: its tokens stop working and it holds no profile any more.
+    False (and nothing changes) if it was marked wiped already."""
+    with transaction.atomic():
+        device = _lock_device(device)
+        if device.status == DeviceStatus.WIPED:
+            return False
+        before = snapshot(device)
+        _revoke_tokens(device)
+        device.status = DeviceStatus.WIPED
+        device.save()
+        delivery.mark_all_removed(device)
+        record_change(
+            obj=device, before=before, actor=actor, request=request, message="marked wiped"
+        )
+    return True
+
+
+# --- groups ----------------------------------------------------------------------------
+
+
+def save_group(
+    *,
+    group: DeviceGroup,
+    before: dict[str, Any] | None,
+    devices: Iterable[Device] | None = None,
+    actor=None,
+    request: HttpRequest | None = None,
+) -> DeviceGroup:
+    """Validate and save a group, replacing its members when ``devices`` is given; audited
+    (the diff lists members that joined or left)."""
+    group.full_clean()
+    with transaction.atomic():
+        group.save()
+        if devices is not None:
+            group.devices.set(devices)
+        record_change(obj=group, before=before, actor=actor, request=request)
+    return group
+
+
+def delete_group(*, group: DeviceGroup, actor=None, request: HttpRequest | None = None) -> None:
+    """Delete a group (its members stay; its assignments go), audited."""
+    with transaction.atomic():
+        record_deletion(obj=group, actor=actor, request=request)
+        group.delete()

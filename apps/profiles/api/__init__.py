@@ -1,0 +1,1 @@
+"""Staff REST API for profiles and their assignments."""

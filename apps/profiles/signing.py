@@ -1,0 +1,120 @@
+"""Signing .mobileconfig files (CMS SignedData) with a local CA's profile-signing certificate.
+
+The signer certificate has keyUsage digitalSignature and extendedKeyUsage code signing only.
+Apple devices check that the signature is valid and chains to a trusted root, not which EKU
+the signer has (profiles signed with Developer ID certificates, which are code-signing
+certificates, show as verified). An EKU is chosen rather than none because a certificate
+without the extension is valid for every purpose: a leaked signer key would then also be a
+TLS client certificate that every EAP-TLS RADIUS server trusting this CA accepts. Code
+signing keeps it out of TLS, e-mail and SCEP entirely. (OpenSSL's ``smime -verify`` checks
+the S/MIME purpose by default, so verify there with ``-purpose any``.)
+
+RSA 2048 because every iOS and macOS version verifies RSA profile signatures.
+"""
+
+import datetime
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.serialization import pkcs7
+from django.db import transaction
+from django.utils import timezone
+
+from apps.audit.choices import AuditAction
+from apps.audit.services import record_event
+from apps.pki import crypto
+from apps.pki.choices import CAKind, KeyAlgorithm
+from apps.pki.models import CertificateAuthority
+from apps.pki.services import BACKDATE
+from apps.profiles.models import ProfileSigner
+
+SIGNER_VALIDITY = datetime.timedelta(days=365)
+SIGNER_RENEW_BEFORE = datetime.timedelta(days=30)
+
+
+class ProfileSigningError(Exception):
+    """The CA cannot sign profiles; the message says why."""
+
+
+def _usable(signer: ProfileSigner | None, ca: CertificateAuthority, now) -> bool:
+    return (
+        signer is not None
+        and signer.issuer_fingerprint_sha256 == ca.fingerprint_sha256
+        and signer.not_after - now > SIGNER_RENEW_BEFORE
+    )
+
+
+def _current_signer(ca: CertificateAuthority) -> ProfileSigner | None:
+    return ProfileSigner.objects.filter(ca=ca).first()
+
+
+def ensure_profile_signer(ca: CertificateAuthority) -> ProfileSigner:
+    """The CA's profile signer, made on first use and renewed when it nears expiry (or the
+    CA certificate changed). Safe to call concurrently: the CA row is the lock."""
+    if ca.kind != CAKind.LOCAL or not ca.has_private_key:
+        raise ProfileSigningError(f"CA {ca} is not a local CA holding its key: it cannot sign")
+    now = timezone.now()
+    signer = _current_signer(ca)
+    if _usable(signer, ca, now):
+        return signer
+    if not ca.is_valid_now:
+        raise ProfileSigningError(f"CA {ca} is not valid now: it cannot sign profiles")
+    with transaction.atomic():
+        CertificateAuthority.objects.select_for_update().get(pk=ca.pk)
+        signer = _current_signer(ca)
+        if _usable(signer, ca, now):
+            return signer  # another process made it meanwhile
+        previous = signer.fingerprint_sha256 if signer else None
+        signer = signer or ProfileSigner(ca=ca)
+        key = crypto.generate_private_key(KeyAlgorithm.RSA_2048)
+        signer.set_identity(_sign_signer(ca, key, now), key)
+        signer.save()
+        record_event(
+            action=AuditAction.UPDATE,
+            obj=ca,
+            message="profile-signing certificate issued",
+            changes={"profile_signer": [previous, signer.fingerprint_sha256]},
+        )
+    return signer
+
+
+def _sign_signer(ca: CertificateAuthority, key, now) -> x509.Certificate:
+    name = x509.Name(
+        [
+            *ca.certificate.subject.get_attributes_for_oid(x509.oid.NameOID.ORGANIZATION_NAME)[:1],
+            x509.NameAttribute(x509.oid.NameOID.COMMON_NAME, f"{ca.name} profile signing"[:64]),
+        ]
+    )
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(ca.certificate.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(max(now - BACKDATE, ca.not_before))
+        .not_valid_after(min(now + SIGNER_VALIDITY, ca.not_after))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(crypto.key_usage(digital_signature=True), critical=True)
+        .add_extension(
+            x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.CODE_SIGNING]), critical=False
+        )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .add_extension(crypto.authority_key_identifier(ca.certificate), critical=False)
+    )
+    return builder.sign(ca.load_private_key(), crypto.signature_hash(ca.signature_hash))
+
+
+def sign_profile(content: bytes, *, ca: CertificateAuthority) -> bytes:
+    """``content`` (a .mobileconfig) as CMS SignedData in DER, signed by ``ca``'s profile
+    signer, with the signer and the CA chain (root excepted) for the device to build the
+    path."""
+    signer = ensure_profile_signer(ca)
+    builder = (
+        pkcs7.PKCS7SignatureBuilder()
+        .set_data(content)
+        .add_signer(signer.certificate, signer.load_private_key(), hashes.SHA256())
+    )
+    for cert in ca.chain():
+        if cert.issuer != cert.subject:
+            builder = builder.add_certificate(cert)
+    return builder.sign(serialization.Encoding.DER, [pkcs7.PKCS7Options.Binary])
