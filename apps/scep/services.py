@@ -389,7 +389,7 @@ def _enroll(
     try:
         requested = check_csr(pki_request.csr, template, values)
         _store_requested(row, requested)
-        row.device, row.user = device, user
+        row.device, row.user, row.profile = device, user, profile
         if template.approval_required and replaces is None:
             row.save()
             record_event(
