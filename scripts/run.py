@@ -172,11 +172,14 @@ def demo_credentials(config: Config) -> dict[str, str | None] | None:
 
 def banner(demo: dict[str, str | None]) -> str:
     password = demo.get("admin_password") or "(changed since bootstrap; not shown)"
+    portal_password = demo.get("portal_password") or "(changed since bootstrap; not shown)"
     lines = [
         f"Console:   {demo.get('admin_url')}",
         f"Username:  {demo.get('admin_username')}",
         f"Password:  {password}",
         f"API token: {demo.get('api_token') or '(not usable)'}",
+        f"End user:  {demo.get('portal_username')} / {portal_password}",
+        f"Enrollment code: {demo.get('enrollment_code') or '(not usable)'}",
         "Press Ctrl-C to stop.",
     ]
     rule = "=" * 64

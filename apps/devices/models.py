@@ -11,6 +11,8 @@ from apps.core.models import hash_token
 from apps.devices.choices import APPLE_PLATFORMS, DeviceStatus, Platform
 
 CODE_PREFIX_LENGTH = 8
+CODE_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz23456789"
+CODE_LENGTH = 32
 
 
 class Device(models.Model):
@@ -171,7 +173,8 @@ class EnrollmentCode(models.Model):
 
     def assign_code(self) -> str:
         """Give the row a new random code and return it: the only time it is seen."""
-        code = secrets.token_urlsafe(24)
+        # Letters and digits only: people type codes, and command lines misread a leading "-".
+        code = "".join(secrets.choice(CODE_ALPHABET) for _ in range(CODE_LENGTH))
         self.prefix, self.code_hash = code[:CODE_PREFIX_LENGTH], hash_token(code)
         return code
 

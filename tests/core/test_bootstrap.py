@@ -13,11 +13,14 @@ from django.core.management.base import CommandError
 from apps.certificates.models import Certificate
 from apps.certificates.services import issue_certificate
 from apps.core.models import ApiToken, hash_token
+from apps.devices.models import Device, DeviceGroup, EnrollmentCode
 from apps.enrollment.choices import ChallengeType
 from apps.enrollment.models import CertificateTemplate, TemplateSubjectAltName
 from apps.enrollment.variables import values_for_user
 from apps.pki.choices import KeyAlgorithm
 from apps.pki.models import CertificateAuthority
+from apps.profiles.models import Profile, ProfileAssignment, ProfilePayload
+from apps.profiles.rendering import neutral_profile
 from tests.factories import make_csr, make_key
 
 pytestmark = pytest.mark.django_db
@@ -31,7 +34,21 @@ JSON_KEYS = {
     "template_slug",
     "scep_url",
     "static_challenge",
+    "portal_username",
+    "portal_password",
+    "enrollment_code",
 }
+CREATED = [
+    "admin",
+    "api_token",
+    "ca",
+    "template",
+    "portal_user",
+    "wifi_template",
+    "group",
+    "profile",
+    "enrollment_code",
+]
 
 
 def bootstrap(*args: str) -> str:
@@ -52,6 +69,11 @@ def demo_objects() -> dict:
         "templates": sorted(CertificateTemplate.objects.values_list("pk", flat=True)),
         "san_rows": sorted(TemplateSubjectAltName.objects.values_list("pk", flat=True)),
         "tokens": sorted(ApiToken.objects.values_list("pk", flat=True)),
+        "groups": sorted(DeviceGroup.objects.values_list("pk", flat=True)),
+        "profiles": sorted(Profile.objects.values_list("pk", "version")),
+        "payloads": sorted(ProfilePayload.objects.values_list("pk", flat=True)),
+        "assignments": sorted(ProfileAssignment.objects.values_list("pk", flat=True)),
+        "codes": sorted(EnrollmentCode.objects.values_list("pk", flat=True)),
     }
 
 
@@ -65,9 +87,16 @@ def test_it_prints_one_json_object_with_every_key():
     assert data["ca_name"] == "mdmcerts Demo Root CA"
     assert data["template_slug"] == "demo"
     assert data["scep_url"] == f"{base}/scep/demo/pkiclient.exe"
-    for key in ("admin_password", "api_token", "static_challenge"):
+    assert data["portal_username"] == "demo.user"
+    assert data["wifi_template_slug"] == "demo-wifi"
+    assert data["wifi_scep_url"] == f"{base}/scep/demo-wifi/pkiclient.exe"
+    assert data["device_api_url"] == f"{base}/api/device/v1/"
+    assert (data["group_name"], data["profile_name"]) == ("Demo devices", "Demo Wi-Fi")
+    secrets = ("admin_password", "api_token", "static_challenge", "portal_password")
+    for key in (*secrets, "enrollment_code"):
         assert isinstance(data[key], str) and len(data[key]) >= 16
-    assert data["created"] == ["admin", "api_token", "ca", "template"]
+    assert len({data[key] for key in (*secrets, "enrollment_code")}) == 5
+    assert data["created"] == CREATED
 
 
 def test_it_creates_the_demo_ca_and_template_as_documented():
@@ -96,9 +125,11 @@ def test_running_it_twice_gives_the_same_objects_and_values():
     objects = demo_objects()
 
     second = bootstrap_json()
+    third = bootstrap_json()
 
     assert demo_objects() == objects
-    assert second["created"] == []
+    assert second["created"] == [] and third["created"] == []
+    assert third == second
     assert {k: v for k, v in second.items() if k != "created"} == {
         k: v for k, v in first.items() if k != "created"
     }
@@ -162,7 +193,8 @@ def test_the_human_summary_shows_the_credentials():
     summary = bootstrap("--demo")
 
     assert "created: nothing (already set up)" in summary
-    for key in ("admin_url", "admin_password", "api_token", "scep_url", "static_challenge"):
+    keys = ("admin_url", "admin_password", "api_token", "scep_url", "static_challenge")
+    for key in (*keys, "portal_username", "portal_password", "enrollment_code"):
         assert data[key] in summary
 
 
@@ -204,3 +236,106 @@ def test_the_demo_template_issues_what_the_request_names_within_its_san_types():
     assert sans.get_values_for_type(x509.RFC822Name) == ["admin@example.com"]
     assert sans.get_values_for_type(x509.DNSName) == ["laptop-42.example.com"]
     assert Certificate.objects.count() == 1
+
+
+def test_it_creates_the_demo_end_user_who_can_sign_in(client):
+    data = bootstrap_json()
+
+    user = get_user_model().objects.get(username=data["portal_username"])
+    assert (user.email, user.is_staff, user.is_superuser) == ("demo.user@example.com", False, False)
+    assert user.check_password(data["portal_password"])
+    assert client.login(username=data["portal_username"], password=data["portal_password"])
+
+
+def test_a_portal_password_changed_since_is_not_printed():
+    bootstrap_json()
+    user = get_user_model().objects.get(username="demo.user")
+    user.set_password("chosen by the user 42")
+    user.save()
+
+    data = bootstrap_json()
+
+    assert data["portal_password"] is None
+    assert "changed since bootstrap" in bootstrap("--demo")
+
+
+def test_it_creates_the_dynamic_wifi_template():
+    bootstrap_json()
+
+    template = CertificateTemplate.objects.get(slug="demo-wifi")
+    assert template.name == "Demo Wi-Fi certificate"
+    assert template.ca == CertificateAuthority.objects.get(slug="demo-root")
+    assert template.challenge_type == ChallengeType.DYNAMIC
+    assert (template.subject_source, template.subject) == (
+        "template",
+        "O=mdmcerts demo,CN=$USERID$",
+    )
+    assert template.key_algorithm == KeyAlgorithm.RSA_2048
+    assert template.extended_key_usages == ["1.3.6.1.5.5.7.3.2"]
+    assert [(row.san_type, row.value) for row in template.san_rows.all()] == [
+        ("rfc822", "$EMAIL$"),
+        ("dns", "$DEVICE_SN$.devices.example.com"),
+    ]
+    # The first template keeps its static challenge for scripts.
+    assert CertificateTemplate.objects.get(slug="demo").challenge_type == ChallengeType.STATIC
+
+
+def test_it_creates_the_group_with_the_wifi_profile_assigned():
+    bootstrap_json()
+
+    group = DeviceGroup.objects.get(name="Demo devices")
+    profile = Profile.objects.get(identifier="com.example.mdmcerts.demo.wifi")
+    assert (profile.name, profile.platform) == ("Demo Wi-Fi", "any")
+    assert list(profile.assignments.values_list("group", "device")) == [(group.pk, None)]
+    scep, trust, wifi = profile.payloads.all()
+    assert (scep.kind, scep.template.slug) == ("scep", "demo-wifi")
+    assert (trust.kind, trust.ca.slug) == ("trusted_certificate", "demo-root")
+    assert (wifi.kind, wifi.ssid, wifi.wifi_security) == (
+        "wifi",
+        "mdmcerts-demo",
+        "wpa2_enterprise",
+    )
+    assert wifi.identity == scep
+
+
+def test_the_printed_enrollment_code_is_stored_hashed_for_the_demo_group():
+    data = bootstrap_json()
+
+    code = EnrollmentCode.objects.get()
+    assert code.code_hash == hash_token(data["enrollment_code"])
+    assert code.prefix == data["enrollment_code"][:8]
+    assert code.owner.username == "demo.user"
+    assert code.group.name == "Demo devices"
+    assert (code.max_uses, code.expires_at, code.revoked_at) == (None, None, None)
+    assert data["enrollment_code"] not in str(EnrollmentCode.objects.values().get())
+
+
+def test_a_revoked_demo_code_is_neither_printed_nor_recreated():
+    bootstrap_json()
+    EnrollmentCode.objects.update(revoked_at="2026-01-01T00:00:00Z")
+
+    data = bootstrap_json()
+
+    assert data["enrollment_code"] is None
+    assert EnrollmentCode.objects.count() == 1
+    assert "Agent " not in bootstrap("--demo")
+
+
+def test_the_demo_profile_renders_for_a_device_of_the_demo_user():
+    bootstrap_json()
+    user = get_user_model().objects.get(username="demo.user")
+    device = Device.objects.create(
+        name="demo laptop", platform="linux", serial_number="DEMO-0001", owner=user
+    )
+    profile = Profile.objects.get(identifier="com.example.mdmcerts.demo.wifi")
+    scep_payload = profile.payloads.get(kind="scep")
+
+    rendered = neutral_profile(profile, device=device, challenges={scep_payload.uuid: "c" * 44})
+
+    scep = rendered["payloads"][0]["scep"]
+    assert scep["subject"] == [["O", "mdmcerts demo"], ["CN", "demo.user"]]
+    assert scep["subject_alt_names"] == [
+        ["rfc822", "demo.user@example.com"],
+        ["dns", "DEMO-0001.devices.example.com"],
+    ]
+    assert (scep["key_type"], scep["key_size"]) == ("rsa", 2048)
