@@ -26,7 +26,7 @@ from apps.enrollment.variables import VariableValueMissing, values_for
 from apps.pki import crypto
 from apps.pki.backends import IssuanceError, backend_for
 from apps.pki.choices import RevocationReason
-from apps.pki.services import sign_crl
+from apps.pki.revocation import publish_crl, published_crl
 
 logger = logging.getLogger(__name__)
 SERIAL_ATTEMPTS = 3
@@ -226,23 +226,16 @@ def revoke_certificate(
             request=request,
             changes={"status": [before, row.status], "revocation_reason": ["", reason]},
         )
+        # After commit, so the revocation's transaction does not wait for the CRL signature;
+        # robust: the revocation stands if signing fails (logged); the next publication covers it.
+        transaction.on_commit(lambda: publish_crl(row.ca), robust=True)
     return row
 
 
 def current_crl(ca) -> bytes:
-    """A freshly signed CRL (DER) of every certificate ``ca`` revoked, with the next CRL
-    number (taken under a row lock, so numbers only grow)."""
-    with transaction.atomic():
-        ca = type(ca).objects.select_for_update().get(pk=ca.pk)
-        ca.crl_number += 1
-        ca.save(update_fields=["crl_number"])
-        revoked = list(
-            Certificate.objects.filter(ca=ca, status=CertificateStatus.REVOKED)
-            .order_by("revoked_at")
-            .values_list("serial", "revoked_at", "revocation_reason")
-        )
-        crl = sign_crl(ca, number=ca.crl_number, revoked=revoked)
-    return crl.public_bytes(serialization.Encoding.DER)
+    """The CA's published CRL (DER), as the CRL URL serves it; one is published first if
+    there is none yet or it is past its nextUpdate."""
+    return bytes(published_crl(ca).der)
 
 
 class RequestNotPending(Exception):

@@ -11,7 +11,7 @@ from django.utils.html import format_html
 from apps.audit.admin import AuditedAdminMixin
 from apps.pki import crypto
 from apps.pki.forms import ChangeCAForm, GenerateCAForm, ImportCAForm
-from apps.pki.models import CertificateAuthority
+from apps.pki.models import CertificateAuthority, CertificateRevocationList
 from apps.pki.services import generate_local_ca, import_ca
 
 GENERATE_FIELDSETS = [
@@ -59,7 +59,7 @@ class CertificateAuthorityAdmin(AuditedAdminMixin, admin.ModelAdmin):
         "downloads",
         "certificate_pem",
     ]
-    readonly_fields = ["kind", *certificate_fields, "scep_ra"]
+    readonly_fields = ["kind", *certificate_fields, "scep_ra", "crl_status", "ocsp_signer"]
 
     def get_form(self, request, obj=None, change=False, **kwargs):
         if obj is not None:
@@ -78,6 +78,7 @@ class CertificateAuthorityAdmin(AuditedAdminMixin, admin.ModelAdmin):
             (None, {"fields": ["name", "description", "kind", "signature_hash", "successor"]}),
             ("Certificate", {"fields": self.certificate_fields}),
             ("SCEP", {"fields": ["scep_ra"]}),
+            ("Revocation status", {"fields": ["crl_status", "ocsp_signer"]}),
         ]
 
     def get_readonly_fields(self, request, obj=None):
@@ -174,6 +175,28 @@ class CertificateAuthorityAdmin(AuditedAdminMixin, admin.ModelAdmin):
         return (
             f"{crypto.format_name(ra.subject)}, valid until {ra.not_valid_after_utc:%Y-%m-%d}, "
             f"SHA-256 {crypto.colon_hex(crypto.fingerprint_sha256(ra))}"
+        )
+
+    @admin.display(description="published CRL")
+    def crl_status(self, ca: CertificateAuthority) -> str:
+        crl = CertificateRevocationList.objects.filter(ca=ca).first()
+        if crl is None:
+            return f"published at the first revocation or fetch of {ca.public_url('crl')}"
+        return (
+            f"number {crl.number}, {crl.revoked_count} revoked, "
+            f"this update {crl.this_update:%Y-%m-%d %H:%M}, "
+            f"next update {crl.next_update:%Y-%m-%d %H:%M} UTC"
+        )
+
+    @admin.display(description="OCSP signing certificate")
+    def ocsp_signer(self, ca: CertificateAuthority) -> str:
+        signer = ca.ocsp_certificate
+        if signer is None:
+            return f"made at the first request to {ca.public_url('ocsp')}"
+        return (
+            f"{crypto.format_name(signer.subject)}, valid until "
+            f"{signer.not_valid_after_utc:%Y-%m-%d}, "
+            f"SHA-256 {crypto.colon_hex(crypto.fingerprint_sha256(signer))}"
         )
 
     @admin.display(description="private key", boolean=False)

@@ -208,6 +208,12 @@ def cert_pem(cert: x509.Certificate) -> str:
     return cert.public_bytes(serialization.Encoding.PEM).decode()
 
 
+def crl_pem(der: bytes) -> str:
+    """A DER CRL as PEM (``-----BEGIN X509 CRL-----``)."""
+    crl = x509.load_der_x509_crl(der)
+    return crl.public_bytes(serialization.Encoding.PEM).decode()
+
+
 def load_pem_certificate(pem: str) -> x509.Certificate:
     return x509.load_pem_x509_certificate(pem.encode())
 

@@ -74,6 +74,13 @@ class CertificateAuthority(models.Model):
         related_name="+",
         help_text="The CA that takes over when this one expires (SCEP GetNextCACert).",
     )
+    ocsp_certificate_pem = models.TextField(
+        "OCSP signing certificate",
+        blank=True,
+        editable=False,
+        help_text="Delegated responder certificate that signs this CA's OCSP responses.",
+    )
+    ocsp_private_key = EncryptedSecretField()
     crl_number = models.PositiveBigIntegerField(
         default=0, editable=False, help_text="Number of the last CRL issued."
     )
@@ -146,6 +153,27 @@ class CertificateAuthority(models.Model):
             self.ra_private_key, context=secret_context(type(self), "ra_private_key")
         )
 
+    @cached_property
+    def ocsp_certificate(self) -> x509.Certificate | None:
+        return (
+            crypto.load_pem_certificate(self.ocsp_certificate_pem)
+            if self.ocsp_certificate_pem
+            else None
+        )
+
+    def set_ocsp_identity(self, certificate: x509.Certificate, key: crypto.PrivateKey) -> None:
+        """Store the delegated OCSP signer, its key encrypted under the KEK."""
+        self.ocsp_certificate_pem = crypto.cert_pem(certificate)
+        self.__dict__.pop("ocsp_certificate", None)
+        self.ocsp_private_key = secrets.encrypt(
+            crypto.private_key_der(key), context=secret_context(type(self), "ocsp_private_key")
+        )
+
+    def load_ocsp_key(self) -> crypto.PrivateKey:
+        return crypto.load_stored_key(
+            self.ocsp_private_key, context=secret_context(type(self), "ocsp_private_key")
+        )
+
     def chain(self) -> list[x509.Certificate]:
         """This CA's certificate and every issuer above it, nearest first."""
         certs, ca = [], self
@@ -163,3 +191,35 @@ class CertificateAuthority(models.Model):
     def public_url(self, name: str) -> str:
         """The stable public URL of ``ca.crt``, ``crl`` or ``ocsp`` for this CA."""
         return f"{settings.PUBLIC_BASE_URL}/pki/{self.slug}/{name}"
+
+
+class CertificateRevocationList(models.Model):
+    """The current CRL of a local CA, as published at ``/pki/<slug>/crl``.
+
+    One row per CA, replaced at each publication; ``number`` comes from the CA's
+    ``crl_number``, taken under the CA's row lock so it only grows.
+    """
+
+    ca = models.OneToOneField(
+        CertificateAuthority,
+        on_delete=models.CASCADE,
+        primary_key=True,
+        related_name="published_crl",
+        verbose_name="CA server",
+    )
+    number = models.PositiveBigIntegerField("CRL number")
+    der = models.BinaryField("CRL (DER)")
+    this_update = models.DateTimeField()
+    next_update = models.DateTimeField(db_index=True)
+    revoked_count = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        verbose_name = "published CRL"
+        verbose_name_plural = "published CRLs"
+
+    def __str__(self) -> str:
+        return f"CRL {self.number} of {self.ca_id}"
+
+    @property
+    def pem(self) -> str:
+        return crypto.crl_pem(bytes(self.der))

@@ -1,6 +1,7 @@
 """Creating and importing CA servers."""
 
 import datetime
+from collections.abc import Iterable
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
@@ -13,7 +14,7 @@ from django.utils import timezone
 from apps.audit.choices import AuditAction
 from apps.audit.services import record_change, record_event
 from apps.pki import crypto
-from apps.pki.choices import CAKind, KeyAlgorithm
+from apps.pki.choices import CAKind, KeyAlgorithm, RevocationReason
 from apps.pki.models import CertificateAuthority
 
 BACKDATE = datetime.timedelta(minutes=1)
@@ -320,25 +321,129 @@ CRL_VALIDITY = datetime.timedelta(days=7)
 
 
 def sign_crl(
-    ca: CertificateAuthority, *, number: int, revoked: list[tuple[str, datetime.datetime, str]]
+    ca: CertificateAuthority,
+    *,
+    number: int,
+    revoked: Iterable[tuple[str, datetime.datetime, str]],
+    now: datetime.datetime | None = None,
 ) -> x509.CertificateRevocationList:
-    """A CRL of ``revoked`` (serial hex, revocation time, RevocationReason value)."""
-    now = timezone.now()
-    builder = (
-        x509.CertificateRevocationListBuilder()
-        .issuer_name(ca.certificate.subject)
-        .last_update(now - BACKDATE)
-        .next_update(now + CRL_VALIDITY)
-        .add_extension(x509.CRLNumber(number), critical=False)
-        .add_extension(crypto.authority_key_identifier(ca.certificate), critical=False)
-    )
+    """A CRL of ``revoked`` (serial hex, revocation time, RevocationReason value), valid
+    from ``now`` (backdated a minute) for ``CRL_VALIDITY``."""
+    now = now or timezone.now()
+    reasons = {
+        reason: x509.CRLReason(x509.ReasonFlags[reason])
+        for reason in RevocationReason.values
+        if reason != RevocationReason.UNSPECIFIED
+    }
+    entries = []
     for serial, revoked_at, reason in revoked:
         entry = (
             x509.RevokedCertificateBuilder()
             .serial_number(int(serial, 16))
             .revocation_date(revoked_at)
         )
-        if reason and reason != "unspecified":
-            entry = entry.add_extension(x509.CRLReason(x509.ReasonFlags[reason]), critical=False)
-        builder = builder.add_revoked_certificate(entry.build())
+        if reason in reasons:
+            entry = entry.add_extension(reasons[reason], critical=False)
+        entries.append(entry.build())
+    # The builder is made in one go: add_revoked_certificate() copies the list at each call,
+    # which is quadratic in the number of entries. Its constructor takes naive UTC times.
+    builder = x509.CertificateRevocationListBuilder(
+        issuer_name=ca.certificate.subject,
+        last_update=_naive_utc(now - BACKDATE),
+        next_update=_naive_utc(now + CRL_VALIDITY),
+        extensions=[
+            x509.Extension(x509.CRLNumber.oid, False, x509.CRLNumber(number)),
+            x509.Extension(
+                x509.AuthorityKeyIdentifier.oid,
+                False,
+                crypto.authority_key_identifier(ca.certificate),
+            ),
+        ],
+        revoked_certificates=entries,
+    )
+    return builder.sign(ca.load_private_key(), crypto.signature_hash(ca.signature_hash))
+
+
+def _naive_utc(moment: datetime.datetime) -> datetime.datetime:
+    return moment.astimezone(datetime.UTC).replace(tzinfo=None)
+
+
+OCSP_SIGNER_VALIDITY = datetime.timedelta(days=30)
+OCSP_SIGNER_RENEW_BEFORE = datetime.timedelta(days=7)
+
+
+def ensure_ocsp_signer(ca: CertificateAuthority) -> CertificateAuthority:
+    """Give a local CA a valid delegated OCSP signing certificate, making a new one when
+    missing or in its last week.
+
+    The signer carries id-pkix-ocsp-nocheck (RFC 6960 4.2.2.2.1): clients do not check its
+    revocation, so it lives a month only. Its key has the CA's key type (RSA 2048 for RSA
+    CAs: responses are signed per request and bigger keys only slow them down).
+    """
+    now = timezone.now()
+    if _ocsp_signer_is_current(ca, now):
+        return ca
+    with transaction.atomic():
+        ca = CertificateAuthority.objects.select_for_update().get(pk=ca.pk)
+        current = ca.ocsp_certificate
+        if _ocsp_signer_is_current(ca, now):
+            return ca  # another process made it meanwhile
+        key = crypto.generate_private_key(_ocsp_key_algorithm(ca))
+        ca.set_ocsp_identity(_sign_ocsp_signer(ca, key, now), key)
+        ca.save(update_fields=["ocsp_certificate_pem", "ocsp_private_key", "updated_at"])
+        record_event(
+            action=AuditAction.UPDATE,
+            obj=ca,
+            message="OCSP signing certificate issued",
+            changes={
+                "ocsp_certificate": [
+                    crypto.fingerprint_sha256(current) if current else None,
+                    crypto.fingerprint_sha256(ca.ocsp_certificate),
+                ]
+            },
+        )
+    return ca
+
+
+def _ocsp_key_algorithm(ca: CertificateAuthority) -> str:
+    if ca.key_algorithm in (KeyAlgorithm.EC_P256, KeyAlgorithm.EC_P384):
+        return ca.key_algorithm
+    return KeyAlgorithm.RSA_2048
+
+
+def _ocsp_signer_is_current(ca: CertificateAuthority, now) -> bool:
+    # Same rule as the RA: a signer that already lasts as long as its CA is kept.
+    signer = ca.ocsp_certificate
+    if signer is None or signer.not_valid_after_utc <= now:
+        return False
+    return (
+        signer.not_valid_after_utc - now > OCSP_SIGNER_RENEW_BEFORE
+        or signer.not_valid_after_utc >= ca.not_after
+    )
+
+
+def _sign_ocsp_signer(ca: CertificateAuthority, key, now) -> x509.Certificate:
+    name = x509.Name(
+        [
+            *ca.certificate.subject.get_attributes_for_oid(x509.oid.NameOID.ORGANIZATION_NAME)[:1],
+            x509.NameAttribute(x509.oid.NameOID.COMMON_NAME, f"{ca.name} OCSP signer"[:64]),
+        ]
+    )
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(ca.certificate.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(max(now - BACKDATE, ca.not_before))
+        .not_valid_after(min(now + OCSP_SIGNER_VALIDITY, ca.not_after))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(crypto.key_usage(digital_signature=True), critical=True)
+        .add_extension(
+            x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.OCSP_SIGNING]), critical=False
+        )
+        .add_extension(x509.OCSPNoCheck(), critical=False)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .add_extension(crypto.authority_key_identifier(ca.certificate), critical=False)
+    )
     return builder.sign(ca.load_private_key(), crypto.signature_hash(ca.signature_hash))

@@ -881,7 +881,9 @@ def serial_as_openssl_prints(serial: int) -> str:
     return digits.rjust(len(digits) + len(digits) % 2, "0")
 
 
-def test_getcrl_lists_revoked_certificates_with_a_growing_crl_number(scep, template_none, ca):
+def test_getcrl_returns_the_published_crl_and_a_revocation_publishes_the_next(
+    scep, template_none, ca, django_capture_on_commit_callbacks
+):
     revoked = enroll(scep, template_none)[1].certificates[0]
     active = enroll(scep, template_none)[1].certificates[0]
     revoke_certificate(
@@ -902,11 +904,21 @@ def test_getcrl_lists_revoked_certificates_with_a_growing_crl_number(scep, templ
     assert f"Serial Number: {serial_as_openssl_prints(revoked.serial_number)}" in text
     assert serial_as_openssl_prints(active.serial_number) not in text
     assert "Key Compromise" in text
+    with django_capture_on_commit_callbacks(execute=True):
+        revoke_certificate(
+            certificate=Certificate.objects.get(serial=format(active.serial_number, "x")),
+            reason="superseded",
+        )
+    third = client.get_crl(active.serial_number, signer)
     numbers = [
         int(re.search(r"X509v3 CRL Number: *\n\s*(\d+)", crl_text(reply.crl_der)).group(1))
-        for reply in (first, second)
+        for reply in (first, second, third)
     ]
-    assert numbers[1] == numbers[0] + 1
+    assert numbers[1] == numbers[0] and numbers[2] > numbers[1]
+    assert {e.serial_number for e in x509.load_der_x509_crl(third.crl_der)} == {
+        revoked.serial_number,
+        active.serial_number,
+    }
 
 
 def test_getcrl_for_another_issuer_is_bad_cert_id(scep, template_none):
