@@ -12,7 +12,8 @@ from django.db import connection
 
 from apps.enrollment.services import mint_challenge
 from apps.pki.models import CertificateAuthority
-from apps.pki.services import ensure_ra, import_ca
+from apps.pki.services import ensure_ocsp_signer, ensure_ra, import_ca
+from apps.profiles.signing import ensure_profile_signer
 from tests.factories import (
     force_ca,
     force_certificate,
@@ -78,9 +79,15 @@ def test_no_private_key_or_challenge_is_in_clear_anywhere(client, alice, caplog)
     dynamic = force_template(ca=intermediate, challenge_type="dynamic")
     _, minted = mint_challenge(template=dynamic)
     ra_holder = ensure_ra(intermediate)
+    ocsp_holder = ensure_ocsp_signer(intermediate)
+    profile_signer = ensure_profile_signer(intermediate)
 
     stored = [CertificateAuthority.objects.get(pk=ca.pk) for ca in (root, intermediate)]
-    keys = [ca.load_private_key() for ca in stored] + [ra_holder.load_ra_key()]
+    keys = [ca.load_private_key() for ca in stored] + [
+        ra_holder.load_ra_key(),
+        ocsp_holder.load_ocsp_key(),
+        profile_signer.load_private_key(),
+    ]
     key_ders = [imported_der] + [
         key.private_bytes(
             serialization.Encoding.DER,
@@ -116,4 +123,4 @@ def test_no_private_key_or_challenge_is_in_clear_anywhere(client, alice, caplog)
             for form in forms_of(der):
                 assert form not in blob, where
     # The check can fail: the keys are there, encrypted.
-    assert places["database"].count(b"mdmc1:") >= 5
+    assert places["database"].count(b"mdmc1:") >= 7
