@@ -6,6 +6,7 @@ a client signed (their order is kept; some clients do not sort them).
 """
 
 import datetime
+import functools
 from dataclasses import dataclass, field
 
 from asn1crypto import algos, cms, core
@@ -49,6 +50,9 @@ _EC_SIGNATURE_OIDS = {
 }
 MAX_CERTIFICATES = 16
 _DER = Encoding.DER
+_VERSION_1 = b"\x02\x01\x01"  # INTEGER 1
+_SIGNED_DATA_OID = core.ObjectIdentifier(OID_SIGNED_DATA).dump()
+_DATA_OID = core.ObjectIdentifier(OID_DATA).dump()
 
 
 @dataclass
@@ -215,6 +219,9 @@ def sign_message(
     ``attributes`` are encoded SCEP attributes; contentType, messageDigest and
     signingTime are added here. The certificate is included in the SignedData.
     """
+    # Every CertRep is built here, so the DER is assembled directly: building it through
+    # asn1crypto's object tree cost twice the RSA signature. The parts that depend only on
+    # the certificate, key type and digest are encoded once by asn1crypto and cached.
     signed_attrs = der_set_of(
         [
             *attributes,
@@ -223,16 +230,24 @@ def sign_message(
             encode_attribute(OID_SIGNING_TIME, _now()),
         ]
     )
-    asn1_cert = asn1_x509.Certificate.load(certificate.public_bytes(_DER))
-    return _content_info(
-        {
-            "version": "v1",
-            "digest_algorithms": [algos.DigestAlgorithm({"algorithm": digest.value})],
-            "encap_content_info": {"content_type": "data", "content": content},
-            "certificates": [asn1_cert],
-            "signer_infos": [_signer_info(signed_attrs, asn1_cert, key, digest)],
-        }
+    certificate_der = certificate.public_bytes(_DER)
+    signed_data = [
+        _VERSION_1,
+        encode_tlv(0x31, _digest_algorithm_der(digest)),
+        _encap_content_info(content),
+        encode_tlv(0xA0, certificate_der),  # certificates [0] IMPLICIT SET OF
+        encode_tlv(0x31, _signer_info(signed_attrs, certificate_der, key, digest)),
+    ]
+    return encode_tlv(
+        0x30, _SIGNED_DATA_OID + encode_tlv(0xA0, encode_tlv(0x30, b"".join(signed_data)))
     )
+
+
+def _encap_content_info(content: bytes | None) -> bytes:
+    """EncapsulatedContentInfo of type data, with ``content`` as [0] EXPLICIT OCTET STRING."""
+    if content is None:
+        return encode_tlv(0x30, _DATA_OID)
+    return encode_tlv(0x30, _DATA_OID + encode_tlv(0xA0, encode_tlv(0x04, content)))
 
 
 def _now() -> cms.Time:
@@ -241,34 +256,49 @@ def _now() -> cms.Time:
 
 
 def _signer_info(
-    signed_attrs: bytes,
-    certificate: asn1_x509.Certificate,
-    key: PrivateKey,
-    digest: DigestAlgorithm,
-) -> cms.SignerInfo:
-    """SignerInfo v1 naming ``certificate`` by issuer and serial, signing the DER of the
+    signed_attrs: bytes, certificate_der: bytes, key: PrivateKey, digest: DigestAlgorithm
+) -> bytes:
+    """SignerInfo v1 naming the certificate by issuer and serial, signing the DER of the
     attribute SET (it is sent [0]-tagged, RFC 5652 section 5.4)."""
-    issuer_and_serial = cms.IssuerAndSerialNumber(
-        {"issuer": certificate.issuer, "serial_number": certificate.serial_number}
-    )
-    return cms.SignerInfo(
-        {
-            "version": "v1",
-            "sid": cms.SignerIdentifier({"issuer_and_serial_number": issuer_and_serial}),
-            "digest_algorithm": algos.DigestAlgorithm({"algorithm": digest.value}),
-            "signed_attrs": cms.CMSAttributes.load(signed_attrs),
-            "signature_algorithm": _signature_algorithm(key, digest),
-            "signature": _sign(key, signed_attrs, digest),
-        }
-    )
+    signature_algorithm = _signature_algorithm_der(_key_kind(key), digest)
+    fields = [
+        _VERSION_1,
+        _issuer_and_serial_der(certificate_der),
+        _digest_algorithm_der(digest),
+        b"\xa0" + signed_attrs[1:],  # the same SET, tagged [0] IMPLICIT
+        signature_algorithm,
+        encode_tlv(0x04, _sign(key, signed_attrs, digest)),
+    ]
+    return encode_tlv(0x30, b"".join(fields))
 
 
-def _signature_algorithm(key: PrivateKey, digest: DigestAlgorithm) -> algos.SignedDigestAlgorithm:
+def _key_kind(key: PrivateKey) -> str:
     if isinstance(key, rsa.RSAPrivateKey):
-        return algos.SignedDigestAlgorithm({"algorithm": "rsassa_pkcs1v15"})
+        return "rsa"
     if isinstance(key, ec.EllipticCurvePrivateKey):
-        return algos.SignedDigestAlgorithm({"algorithm": _EC_SIGNATURE_OIDS[digest]})
+        return "ec"
     raise TypeError("only RSA and EC keys can sign SCEP messages")
+
+
+@functools.cache
+def _signature_algorithm_der(kind: str, digest: DigestAlgorithm) -> bytes:
+    if kind == "rsa":
+        return algos.SignedDigestAlgorithm({"algorithm": "rsassa_pkcs1v15"}).dump()
+    return algos.SignedDigestAlgorithm({"algorithm": _EC_SIGNATURE_OIDS[digest]}).dump()
+
+
+@functools.cache
+def _digest_algorithm_der(digest: DigestAlgorithm) -> bytes:
+    return algos.DigestAlgorithm({"algorithm": digest.value}).dump()
+
+
+@functools.lru_cache(maxsize=16)
+def _issuer_and_serial_der(certificate_der: bytes) -> bytes:
+    """IssuerAndSerialNumber of a certificate (the RA's, nearly always: cached)."""
+    certificate = asn1_x509.Certificate.load(certificate_der)
+    return cms.IssuerAndSerialNumber(
+        {"issuer": certificate.issuer, "serial_number": certificate.serial_number}
+    ).dump()
 
 
 def _sign(key: PrivateKey, data: bytes, digest: DigestAlgorithm) -> bytes:
