@@ -292,11 +292,22 @@ def _ra_is_current(ca: CertificateAuthority, now) -> bool:
     return ra.not_valid_after_utc - now > RA_RENEW_BEFORE or ra.not_valid_after_utc >= ca.not_after
 
 
-def _sign_ra(ca: CertificateAuthority, key, now) -> x509.Certificate:
+def sign_service_certificate(
+    ca: CertificateAuthority,
+    key,
+    now,
+    *,
+    role: str,
+    validity: datetime.timedelta,
+    key_usage: x509.KeyUsage,
+    extensions: tuple[x509.ExtensionType, ...] = (),
+) -> x509.Certificate:
+    """A certificate for one of mdmcerts' own services under ``ca`` (SCEP RA, OCSP signer,
+    profile signer): "<CA name> <role>", never a CA, never outliving its CA."""
     name = x509.Name(
         [
             *ca.certificate.subject.get_attributes_for_oid(x509.oid.NameOID.ORGANIZATION_NAME)[:1],
-            x509.NameAttribute(x509.oid.NameOID.COMMON_NAME, f"{ca.name} SCEP RA"[:64]),
+            x509.NameAttribute(x509.oid.NameOID.COMMON_NAME, f"{ca.name} {role}"[:64]),
         ]
     )
     builder = (
@@ -306,15 +317,27 @@ def _sign_ra(ca: CertificateAuthority, key, now) -> x509.Certificate:
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(max(now - BACKDATE, ca.not_before))
-        .not_valid_after(min(now + RA_VALIDITY, ca.not_after))
+        .not_valid_after(min(now + validity, ca.not_after))
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(
-            crypto.key_usage(digital_signature=True, key_encipherment=True), critical=True
-        )
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-        .add_extension(crypto.authority_key_identifier(ca.certificate), critical=False)
+        .add_extension(key_usage, critical=True)
     )
+    for extension in extensions:
+        builder = builder.add_extension(extension, critical=False)
+    builder = builder.add_extension(
+        x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False
+    ).add_extension(crypto.authority_key_identifier(ca.certificate), critical=False)
     return builder.sign(ca.load_private_key(), crypto.signature_hash(ca.signature_hash))
+
+
+def _sign_ra(ca: CertificateAuthority, key, now) -> x509.Certificate:
+    return sign_service_certificate(
+        ca,
+        key,
+        now,
+        role="SCEP RA",
+        validity=RA_VALIDITY,
+        key_usage=crypto.key_usage(digital_signature=True, key_encipherment=True),
+    )
 
 
 CRL_VALIDITY = datetime.timedelta(days=7)
@@ -423,27 +446,15 @@ def _ocsp_signer_is_current(ca: CertificateAuthority, now) -> bool:
 
 
 def _sign_ocsp_signer(ca: CertificateAuthority, key, now) -> x509.Certificate:
-    name = x509.Name(
-        [
-            *ca.certificate.subject.get_attributes_for_oid(x509.oid.NameOID.ORGANIZATION_NAME)[:1],
-            x509.NameAttribute(x509.oid.NameOID.COMMON_NAME, f"{ca.name} OCSP signer"[:64]),
-        ]
+    return sign_service_certificate(
+        ca,
+        key,
+        now,
+        role="OCSP signer",
+        validity=OCSP_SIGNER_VALIDITY,
+        key_usage=crypto.key_usage(digital_signature=True),
+        extensions=(
+            x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.OCSP_SIGNING]),
+            x509.OCSPNoCheck(),
+        ),
     )
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(ca.certificate.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(max(now - BACKDATE, ca.not_before))
-        .not_valid_after(min(now + OCSP_SIGNER_VALIDITY, ca.not_after))
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(crypto.key_usage(digital_signature=True), critical=True)
-        .add_extension(
-            x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.OCSP_SIGNING]), critical=False
-        )
-        .add_extension(x509.OCSPNoCheck(), critical=False)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-        .add_extension(crypto.authority_key_identifier(ca.certificate), critical=False)
-    )
-    return builder.sign(ca.load_private_key(), crypto.signature_hash(ca.signature_hash))

@@ -25,7 +25,7 @@ from apps.audit.services import record_event
 from apps.pki import crypto
 from apps.pki.choices import CAKind, KeyAlgorithm
 from apps.pki.models import CertificateAuthority
-from apps.pki.services import BACKDATE
+from apps.pki.services import sign_service_certificate
 from apps.profiles.models import ProfileSigner
 
 SIGNER_VALIDITY = datetime.timedelta(days=365)
@@ -79,29 +79,15 @@ def ensure_profile_signer(ca: CertificateAuthority) -> ProfileSigner:
 
 
 def _sign_signer(ca: CertificateAuthority, key, now) -> x509.Certificate:
-    name = x509.Name(
-        [
-            *ca.certificate.subject.get_attributes_for_oid(x509.oid.NameOID.ORGANIZATION_NAME)[:1],
-            x509.NameAttribute(x509.oid.NameOID.COMMON_NAME, f"{ca.name} profile signing"[:64]),
-        ]
+    return sign_service_certificate(
+        ca,
+        key,
+        now,
+        role="profile signing",
+        validity=SIGNER_VALIDITY,
+        key_usage=crypto.key_usage(digital_signature=True),
+        extensions=(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.CODE_SIGNING]),),
     )
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(ca.certificate.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(max(now - BACKDATE, ca.not_before))
-        .not_valid_after(min(now + SIGNER_VALIDITY, ca.not_after))
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(crypto.key_usage(digital_signature=True), critical=True)
-        .add_extension(
-            x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.CODE_SIGNING]), critical=False
-        )
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-        .add_extension(crypto.authority_key_identifier(ca.certificate), critical=False)
-    )
-    return builder.sign(ca.load_private_key(), crypto.signature_hash(ca.signature_hash))
 
 
 def sign_profile(content: bytes, *, ca: CertificateAuthority) -> bytes:
