@@ -146,6 +146,9 @@ def children(config: Config) -> list[Child]:
     web += ["--workers", config.env.get("WEB_CONCURRENCY", "2"), "--graceful-timeout", "10"]
     # gunicorn's default control socket is one path in $HOME, shared by every instance.
     web += ["--access-logfile", "-", "--no-control-socket"]
+    # SCEP PKIOperation by GET carries the whole message in the URL (about 3.5 KB for an
+    # RSA 2048 request, more for 4096): gunicorn's default 4094-byte line is too short.
+    web += ["--limit-request-line", "16384"]
     celery = [python, "-m", "celery", "--app", "mdmcerts"]
     worker = [*celery, "worker", "--loglevel", "INFO", "--without-gossip", "--without-mingle"]
     worker += ["--concurrency", config.env.get("CELERY_CONCURRENCY", "2")]
