@@ -10,6 +10,7 @@ from apps.audit.admin import AuditedAdminMixin
 from apps.certificates.models import Certificate
 from apps.devices import services
 from apps.devices.models import (
+    REPORTED_FACTS,
     Device,
     DeviceGroup,
     EnrollmentCode,
@@ -18,16 +19,7 @@ from apps.devices.models import (
 )
 from apps.profiles.models import Delivery
 
-FACTS = [
-    "platform",
-    "serial_number",
-    "udid",
-    "uuid",
-    "imei",
-    "imsi",
-    "wifi_mac",
-    "client_id",
-]
+FACTS = list(REPORTED_FACTS)
 LIFECYCLE = [
     "status",
     "enrolled_at",

@@ -64,6 +64,8 @@ HTTP_TIMEOUT = 30  # seconds, every HTTP call
 MAX_REPLY_SIZE = 8 * 1024 * 1024  # far above any profile or SCEP reply
 USER_AGENT = "mdmcerts-agent/1"
 PLATFORMS = ("ios", "ipados", "macos", "android", "windows", "linux")
+# The device API's fact keys (docs/device-api.md); written out, not imported from
+# apps.devices.models, so the agent loads no Django code.
 FACT_KEYS = (
     "name",
     "platform",

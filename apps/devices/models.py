@@ -15,6 +15,19 @@ CODE_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz23456789"
 CODE_LENGTH = 32
 
 
+# What a device reports about itself (enroll and check-in), besides its name.
+REPORTED_FACTS = (
+    "platform",
+    "serial_number",
+    "udid",
+    "uuid",
+    "imei",
+    "imsi",
+    "wifi_mac",
+    "client_id",
+)
+
+
 class Device(models.Model):
     """A managed device: its identifiers fill the $DEVICE_…$ variables of its certificates."""
 

@@ -21,6 +21,7 @@ from apps.certificates.models import Certificate
 from apps.core.models import hash_token
 from apps.devices.choices import DeviceStatus
 from apps.devices.models import (
+    REPORTED_FACTS,
     Device,
     DeviceGroup,
     DeviceToken,
@@ -32,17 +33,7 @@ from apps.profiles import delivery
 
 logger = logging.getLogger(__name__)
 
-FACT_FIELDS = (
-    "name",
-    "platform",
-    "serial_number",
-    "udid",
-    "uuid",
-    "imei",
-    "imsi",
-    "wifi_mac",
-    "client_id",
-)
+FACT_FIELDS = ("name", *REPORTED_FACTS)
 CODE_REFUSALS = {
     "revoked": "this enrollment code was revoked; ask your administrator for a new one",
     "expired": "this enrollment code has expired; ask your administrator for a new one",
