@@ -104,6 +104,11 @@ class CertificateAuthority(models.Model):
         return bool(self.private_key)
 
     @property
+    def signs_locally(self) -> bool:
+        """A local CA holding its key: mdmcerts can sign with it."""
+        return self.kind == CAKind.LOCAL and self.has_private_key
+
+    @property
     def is_valid_now(self) -> bool:
         return self.not_before <= timezone.now() < self.not_after
 

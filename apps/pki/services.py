@@ -95,7 +95,7 @@ def generate_local_ca(
 
 
 def check_can_sign_ca(parent: CertificateAuthority, path_length: int | None) -> None:
-    if parent.kind != CAKind.LOCAL or not parent.has_private_key:
+    if not parent.signs_locally:
         raise ValidationError({"parent": "The issuing CA must be a local CA with its key."})
     if not parent.is_valid_now:
         raise ValidationError({"parent": "The issuing CA is not valid now."})

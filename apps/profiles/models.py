@@ -15,7 +15,7 @@ from apps.devices.models import Device, DeviceGroup
 from apps.enrollment.models import CertificateTemplate
 from apps.enrollment.variables import validate_variables
 from apps.pki import crypto
-from apps.pki.choices import CAKind, KeyAlgorithm
+from apps.pki.choices import KeyAlgorithm
 from apps.pki.models import CertificateAuthority
 from apps.profiles.choices import (
     DeliveryStatus,
@@ -98,7 +98,7 @@ class Profile(models.Model):
                 "parts, e.g. com.example.wifi.corp."
             )
         ca = self.signing_ca if self.signing_ca_id else None
-        if ca is not None and (ca.kind != CAKind.LOCAL or not ca.has_private_key):
+        if ca is not None and not ca.signs_locally:
             errors["signing_ca"] = (
                 "Profiles are signed by a local CA that holds its key; this CA cannot sign."
             )

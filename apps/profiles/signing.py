@@ -23,7 +23,7 @@ from django.utils import timezone
 from apps.audit.choices import AuditAction
 from apps.audit.services import record_event
 from apps.pki import crypto
-from apps.pki.choices import CAKind, KeyAlgorithm
+from apps.pki.choices import KeyAlgorithm
 from apps.pki.models import CertificateAuthority
 from apps.pki.services import sign_service_certificate
 from apps.profiles.models import ProfileSigner
@@ -51,7 +51,7 @@ def _current_signer(ca: CertificateAuthority) -> ProfileSigner | None:
 def ensure_profile_signer(ca: CertificateAuthority) -> ProfileSigner:
     """The CA's profile signer, made on first use and renewed when it nears expiry (or the
     CA certificate changed). Safe to call concurrently: the CA row is the lock."""
-    if ca.kind != CAKind.LOCAL or not ca.has_private_key:
+    if not ca.signs_locally:
         raise ProfileSigningError(f"CA {ca} is not a local CA holding its key: it cannot sign")
     now = timezone.now()
     signer = _current_signer(ca)

@@ -121,7 +121,7 @@ def next_ca_certs(endpoint: Endpoint) -> bytes | None:
 
 def _successor(endpoint: Endpoint) -> CertificateAuthority | None:
     successor = endpoint.ca.successor
-    return successor if successor is not None and successor.has_private_key else None
+    return successor if successor is not None and successor.signs_locally else None
 
 
 def pki_operation(endpoint: Endpoint, message: bytes, *, request: HttpRequest) -> bytes:
