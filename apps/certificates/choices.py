@@ -7,6 +7,7 @@ class CertificateStatus(models.TextChoices):
     REVOKED = "revoked", "Revoked"
     EXPIRED = "expired", "Expired"
     SUPERSEDED = "superseded", "Superseded"
+    REMOVED = "removed", "Removed (not revoked)"
 
 
 class CertificateSource(models.TextChoices):
@@ -15,3 +16,17 @@ class CertificateSource(models.TextChoices):
     USER_PROVIDED = "user_provided", "User-provided"
     SINGLE_FILE = "single_file", "Single file identity"
     MANUAL = "manual", "Manual"
+
+
+class RevocationCause(models.TextChoices):
+    """Why a certificate is pending revocation (or was revoked or removed by the sweep)."""
+
+    UNENROLLED = "unenrolled", "Device unenrolled"
+    WIPED = "wiped", "Device wiped"
+    DELETED = "deleted", "Device deleted"
+    RETIRED = "retired", "Device retired"
+    UNASSIGNED = "unassigned", "Profile unassigned from the device"
+    MISSING = "missing", "No longer reported in the device's inventory"
+    OWNER_DEACTIVATED = "owner_deactivated", "Owner deactivated"
+    SUPERSEDED = "superseded", "Superseded by renewal"
+    UNDELIVERED = "undelivered", "Server-generated identity not delivered in time"

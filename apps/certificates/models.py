@@ -7,7 +7,8 @@ from django.conf import settings
 from django.db import models
 from django.utils import timezone
 
-from apps.certificates.choices import CertificateSource, CertificateStatus
+from apps.certificates.choices import CertificateSource, CertificateStatus, RevocationCause
+from apps.core.fields import EncryptedSecretField
 from apps.enrollment.models import CertificateTemplate
 from apps.enrollment.rendering import RequestedNames
 from apps.pki import crypto
@@ -87,6 +88,27 @@ class Certificate(models.Model):
         related_name="replaced_by",
         help_text="The certificate this one renewed.",
     )
+    renewal_triggered_at = models.DateTimeField(
+        "renewal re-triggered at",
+        null=True,
+        blank=True,
+        help_text="When the renewal sweep redelivered the profile for this certificate (once).",
+    )
+    pending_revocation_cause = models.CharField(
+        max_length=30, choices=RevocationCause.choices, blank=True
+    )
+    pending_revocation_since = models.DateTimeField(null=True, blank=True)
+    revoke_after = models.DateTimeField(
+        "revocation due at",
+        null=True,
+        blank=True,
+        help_text="End of the grace period of a pending revocation.",
+    )
+    removed_at = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text="When a pending revocation ended on a template with revocation disabled.",
+    )
     created_at = models.DateTimeField(default=timezone.now)
 
     objects = CertificateQuerySet.as_manager()
@@ -102,6 +124,7 @@ class Certificate(models.Model):
             models.Index(fields=["status", "not_after"], name="certificate_status_expiry"),
             models.Index(fields=["template", "status"], name="certificate_template_status"),
             models.Index(fields=["device", "status"], name="certificate_device_status"),
+            models.Index(fields=["status", "revoke_after"], name="certificate_revoke_due"),
         ]
 
     def __str__(self) -> str:
@@ -195,3 +218,117 @@ class CertificateRequest(models.Model):
         return RequestedNames(
             subject=self.requested_subject, sans=tuple((kind, value) for kind, value in pairs)
         )
+
+
+class Identity(models.Model):
+    """A certificate whose private key mdmcerts holds, to deliver as a PKCS#12 payload:
+    server-generated (early or on demand), user-provided (uploaded by its owner for a
+    purpose) or single-file (one identity for many devices). The key is encrypted under
+    the KEK; no form, admin page or API shows it.
+
+    ``current`` is cleared when a renewal replaces the identity; at most one current
+    identity exists per device and template, and per owner and purpose.
+    """
+
+    certificate = models.OneToOneField(
+        Certificate, on_delete=models.CASCADE, related_name="identity"
+    )
+    private_key = EncryptedSecretField()
+    chain_pem = models.TextField(
+        "certificate chain (PEM)", blank=True, help_text="Issuer certificates, leaf excluded."
+    )
+    template = models.ForeignKey(
+        CertificateTemplate,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="identities",
+    )
+    device = models.ForeignKey(
+        "devices.Device",
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="identities",
+    )
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="identities",
+        help_text="The owner of a user-provided identity.",
+    )
+    purpose = models.CharField(
+        max_length=30, blank=True, help_text="Purpose of a user-provided identity."
+    )
+    current = models.BooleanField(default=True)
+    delivered_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        verbose_name_plural = "identities"
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["device", "template"],
+                condition=models.Q(current=True, device__isnull=False, template__isnull=False),
+                name="identity_one_current_per_device_template",
+            ),
+            models.UniqueConstraint(
+                fields=["user", "purpose"],
+                condition=models.Q(current=True, user__isnull=False) & ~models.Q(purpose=""),
+                name="identity_one_current_per_user_purpose",
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["delivered_at", "created_at"], name="identity_undelivered"),
+        ]
+
+    def __str__(self) -> str:
+        return f"identity {self.certificate}"
+
+
+class LifecycleSettings(models.Model):
+    """Settings of the lifecycle sweeps an administrator edits in the admin (one row)."""
+
+    revocation_grace_hours = models.PositiveIntegerField(
+        "certificate revocation grace period (hours)",
+        default=24,
+        help_text="How long a certificate stays pending revocation before it is revoked, "
+        "so a device that briefly fails to report it is not punished. Templates may "
+        "override it.",
+    )
+    expiry_notice_days = models.PositiveIntegerField(
+        "expiry notice window (days)",
+        default=30,
+        help_text="The daily digest lists certificates expiring within this many days that "
+        "will not renew by themselves.",
+    )
+    expiry_notice_recipients = models.TextField(
+        blank=True,
+        help_text="Email addresses, one per line. Blank: every active superuser with an "
+        "email address.",
+    )
+    identity_purge_days = models.PositiveIntegerField(
+        "delete undelivered identities after (days)",
+        default=14,
+        help_text="A server-generated identity not delivered within this time is deleted "
+        "and its certificate revoked; it is generated again at the next delivery.",
+    )
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name = "lifecycle settings"
+        verbose_name_plural = "lifecycle settings"
+
+    def __str__(self) -> str:
+        return "Lifecycle settings"
+
+    def save(self, *args, **kwargs):
+        self.pk = 1
+        super().save(*args, **kwargs)
+
+    @classmethod
+    def load(cls) -> "LifecycleSettings":
+        return cls.objects.get_or_create(pk=1)[0]

@@ -101,6 +101,12 @@ class CertificateTemplate(models.Model):
         default=True,
         help_text="Revoke certificates when their device or profile goes away.",
     )
+    revocation_grace_hours = models.PositiveIntegerField(
+        "certificate revocation grace period (hours)",
+        null=True,
+        blank=True,
+        help_text="Blank: the global setting (Lifecycle settings).",
+    )
     challenge_type = models.CharField(
         max_length=10, choices=ChallengeType.choices, default=ChallengeType.DYNAMIC
     )

@@ -149,6 +149,7 @@ def test_the_dashboard_draws_status_counts_and_the_expiry_chart(client, bob, inv
         "revoked": 1,
         "expired": 0,
         "superseded": 0,
+        "removed": 0,
     }
     weeks = response.context["expiring_weeks"]
     assert len(weeks) == 12
