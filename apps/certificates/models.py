@@ -331,4 +331,7 @@ class LifecycleSettings(models.Model):
 
     @classmethod
     def load(cls) -> "LifecycleSettings":
-        return cls.objects.get_or_create(pk=1)[0]
+        """The row, created on first use with the grace period of
+        ``MDMCERTS_REVOCATION_GRACE_HOURS``."""
+        defaults = {"revocation_grace_hours": settings.MDMCERTS_REVOCATION_GRACE_HOURS}
+        return cls.objects.get_or_create(pk=1, defaults=defaults)[0]

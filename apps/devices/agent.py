@@ -13,9 +13,10 @@ The state directory (0700) holds:
   check-in, and each installed profile with its version, generation and the certificates
   it produced;
 - ``profiles/<profile id>/`` (0700), one per installed profile: ``profile.json`` (the
-  neutral profile as received, challenges blanked), ``<payload uuid>.key.pem`` (0600) and
-  ``<payload uuid>.cert.pem`` per SCEP payload, ``<payload uuid>-<n>.ca.pem`` per
-  certificate of a trusted-certificate payload;
+  neutral profile as received, challenges and PKCS#12 files and passwords blanked),
+  ``<payload uuid>.key.pem`` (0600) and ``<payload uuid>.cert.pem`` per SCEP or PKCS#12
+  identity payload (and ``<payload uuid>.chain.pem``, the issuers a PKCS#12 carried),
+  ``<payload uuid>-<n>.ca.pem`` per certificate of a trusted-certificate payload;
 - ``profiles/<profile id>.mobileconfig`` (0600) for a profile delivered as an Apple
   configuration profile: saved for a person or another tool to install, not acknowledged.
 
@@ -51,6 +52,7 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.serialization import pkcs12
 from cryptography.x509.oid import AttributeOID, NameOID
 
 from apps.scep.protocol import client as scep
@@ -82,7 +84,7 @@ MAX_POLLS = 100  # whatever a profile's "retries" says
 MAX_ROUNDS = 3  # check-ins per run: the first, then reports of what changed
 PKI_MESSAGE = "application/x-pki-message"
 UPN_OID = x509.ObjectIdentifier("1.3.6.1.4.1.311.20.2.3")
-IDENTITY_KINDS = ("scep",)  # payload kinds that produce an identity certificate
+IDENTITY_KINDS = ("scep", "pkcs12")  # payload kinds that produce an identity certificate
 SETTINGS_KINDS = ("wifi", "vpn", "email")  # payload kinds that name an identity
 # The short names of docs/device-api.md (and a few more), upper-cased for lookup.
 NAME_OIDS = {
@@ -642,6 +644,37 @@ def install_scep(payload: dict[str, Any], directory: Path, *, max_wait: float) -
     stem = file_stem(payload["uuid"])
     key = generate_key(body.get("key_type", "rsa"), int(body.get("key_size", 2048)))
     certificate = request_certificate(body, key, max_wait=max_wait)
+    return store_identity(directory, stem, key, certificate)
+
+
+def install_pkcs12(payload: dict[str, Any], directory: Path) -> InstalledFile:
+    """Open the identity the server generated (a PKCS#12 with its password), check that
+    its key and certificate belong together, store both; the identity's record."""
+    body = payload["pkcs12"]
+    stem = file_stem(payload["uuid"])
+    try:
+        data = base64.b64decode(body["data"], validate=True)
+        key, certificate, issuers = pkcs12.load_key_and_certificates(
+            data, str(body["password"]).encode()
+        )
+    except (ValueError, TypeError) as exc:
+        raise ProfileError("PKCS#12: the file does not open with the password given") from exc
+    if key is None or certificate is None:
+        raise ProfileError("PKCS#12: the file holds no key and certificate")
+    if certificate.public_key() != key.public_key():
+        raise ProfileError("PKCS#12: the key does not belong to the certificate")
+    expected = str(body.get("fingerprint_sha256") or "").replace(":", "").lower()
+    if expected and fingerprint(certificate) != expected:
+        raise ProfileError("PKCS#12: the certificate is not the one the profile names")
+    if issuers:
+        write_public(directory / f"{stem}.chain.pem", b"".join(pem(c) for c in issuers))
+    return store_identity(directory, stem, key, certificate)
+
+
+def store_identity(
+    directory: Path, stem: str, key: PrivateKey, certificate: x509.Certificate
+) -> InstalledFile:
+    """Write an identity's key (0600) and certificate; its record."""
     key_pem = key.private_bytes(
         serialization.Encoding.PEM,
         serialization.PrivateFormat.PKCS8,
@@ -705,6 +738,8 @@ def install_payloads(
         kind = payload.get("kind")
         if kind == "scep":
             installed.append(install_scep(payload, directory, max_wait=max_wait))
+        elif kind == "pkcs12":
+            installed.append(install_pkcs12(payload, directory))
         elif kind == "trusted_certificate":
             installed.extend(install_trusted(payload, directory))
         elif kind in SETTINGS_KINDS:
@@ -715,11 +750,14 @@ def install_payloads(
 
 
 def redacted(profile: dict[str, Any]) -> dict[str, Any]:
-    """The profile without its challenges, to keep on disk."""
+    """The profile without its challenges, PKCS#12 files and their passwords, to keep on
+    disk (the key is kept once, in its 0600 file)."""
     copy = json.loads(json.dumps(profile))
     for payload in copy.get("payloads") or []:
         if isinstance(payload.get("scep"), dict) and payload["scep"].get("challenge"):
             payload["scep"]["challenge"] = ""
+        if isinstance(payload.get("pkcs12"), dict):
+            payload["pkcs12"].update(data="", password="")
     return copy
 
 

@@ -14,10 +14,11 @@ from django.utils.text import slugify
 
 from apps.audit.admin import AuditedAdminMixin
 from apps.audit.services import record_change, record_deletion, snapshot
+from apps.certificates.identities import generate_early
 from apps.enrollment.choices import ChallengeType
 from apps.enrollment.services import mint_challenge
 from apps.enrollment.variables import VariableValueMissing
-from apps.profiles.choices import PayloadKind
+from apps.profiles.choices import IDENTITY_PAYLOAD_KINDS, PayloadKind
 from apps.profiles.forms import DeviceChoiceForm, PayloadFormSet
 from apps.profiles.models import Delivery, Profile, ProfileAssignment, ProfilePayload
 from apps.profiles.rendering import ProfileNotRenderable, mobileconfig
@@ -32,42 +33,48 @@ from apps.profiles.services import (
 
 MOBILECONFIG_TYPE = "application/x-apple-aspen-config"
 IDENTITY_KINDS = [PayloadKind.WIFI, PayloadKind.VPN, PayloadKind.EMAIL]
+# (kinds, title, fields, description) of each kind's fieldset.
 KIND_FIELDSETS = [
     (
-        PayloadKind.SCEP,
-        "SCEP",
+        [PayloadKind.SCEP, PayloadKind.PKCS12],
+        "Request template",
         ["template"],
-        "Needs a request template. The device enrolls over SCEP at the template's endpoint "
-        "with its subject and SANs; Apple devices need RSA 2048 or 4096 keys.",
+        "SCEP: a template whose keys the device generates; the device enrolls over SCEP at "
+        "the template's endpoint with its subject and SANs (Apple devices: RSA 2048 or "
+        "4096). PKCS#12 identity: a template whose keys the server generates; mdmcerts "
+        "generates one identity per device and template (when the profile is assigned, or "
+        "at the latest when it is delivered) and delivers it as a password-protected "
+        "PKCS#12. The key is never shown or downloadable.",
     ),
     (
-        PayloadKind.TRUSTED_CERTIFICATE,
+        [PayloadKind.TRUSTED_CERTIFICATE],
         "Trusted certificate",
         ["ca"],
         "Needs a CA server: its certificate and every issuer above it are installed as "
         "trusted (the root as a root payload, the others as certificates).",
     ),
     (
-        PayloadKind.WIFI,
+        [PayloadKind.WIFI],
         "Wi-Fi",
         ["ssid", "wifi_security", ("hidden_network", "auto_join"), "trusted_server_names"],
-        "Needs the SSID, the security and an identity (a SCEP payload of this profile: save "
-        "it first). EAP-TLS trusts this profile's trusted-certificate payloads and the "
-        "RADIUS server names listed.",
+        "Needs the SSID, the security and an identity (a SCEP or PKCS#12 payload of this "
+        "profile: save it first). EAP-TLS trusts this profile's trusted-certificate payloads "
+        "and the RADIUS server names listed.",
     ),
     (
-        PayloadKind.VPN,
+        [PayloadKind.VPN],
         "VPN",
         ["vpn_type", "server", "remote_identifier", "account"],
-        "Needs the VPN type, the server and an identity (a SCEP payload of this profile). "
+        "Needs the VPN type, the server and an identity (a SCEP or PKCS#12 payload of this "
+        "profile). "
         "Server, remote identifier and account may hold variables such as $USERID$.",
     ),
     (
-        PayloadKind.EMAIL,
+        [PayloadKind.EMAIL],
         "Exchange ActiveSync / email",
         ["host", "use_ssl", "email_address", "user_name"],
-        "Needs the host, the email address and an identity (a SCEP payload of this "
-        "profile). Address and user name may hold variables such as $EMAIL$.",
+        "Needs the host, the email address and an identity (a SCEP or PKCS#12 payload of "
+        "this profile). Address and user name may hold variables such as $EMAIL$.",
     ),
 ]
 
@@ -88,17 +95,18 @@ class PayloadInline(admin.StackedInline):
                 {
                     "fields": fields,
                     "description": description,
-                    "classes": ["payload-kind", f"payload-kind-{kind}"],
+                    "classes": ["payload-kind", *(f"payload-kind-{kind}" for kind in kinds)],
                 },
             )
-            for kind, title, fields, description in KIND_FIELDSETS
+            for kinds, title, fields, description in KIND_FIELDSETS
         ],
         (
             "Identity certificate",
             {
                 "fields": ["identity"],
                 "description": "Wi-Fi, VPN and email authenticate with the certificate of a "
-                "SCEP payload of this profile. A new SCEP payload can be chosen once saved.",
+                "SCEP or PKCS#12 identity payload of this profile. A new one can be chosen "
+                "once saved.",
                 "classes": [
                     "payload-kind",
                     *(f"payload-kind-{kind}" for kind in IDENTITY_KINDS),
@@ -117,8 +125,10 @@ class PayloadInline(admin.StackedInline):
     def formfield_for_foreignkey(self, db_field, request: HttpRequest, **kwargs):
         if db_field.name == "identity":
             profile = getattr(request, "_profile_being_edited", None)
-            scep = ProfilePayload.objects.filter(profile=profile, kind=PayloadKind.SCEP)
-            kwargs["queryset"] = scep if profile is not None else ProfilePayload.objects.none()
+            providers = ProfilePayload.objects.filter(
+                profile=profile, kind__in=IDENTITY_PAYLOAD_KINDS
+            )
+            kwargs["queryset"] = providers if profile is not None else ProfilePayload.objects.none()
         return super().formfield_for_foreignkey(db_field, request, **kwargs)
 
 
@@ -209,6 +219,8 @@ class ProfileAdmin(AuditedAdminMixin, admin.ModelAdmin):
         for assignment in formset.deleted_objects:
             record_deletion(obj=assignment, request=request)
             assignment.delete()
+        if formset.new_objects:
+            generate_early(profile=form.instance)
         return None
 
     def save_related(self, request, form, formsets, change: bool) -> None:

@@ -15,6 +15,8 @@ from django.db import transaction
 from django.db.models import F, Q, QuerySet
 from django.utils import timezone
 
+from apps.certificates.identities import IdentityNotIssued, current_identity, mark_delivered
+from apps.certificates.models import Identity
 from apps.devices.choices import DeviceStatus
 from apps.devices.models import Device
 from apps.enrollment.choices import ChallengeType
@@ -116,17 +118,19 @@ def render_delivery(delivery: Delivery) -> dict | None:
     marked delivered with the version and generation sent.
 
     Each dynamic SCEP payload gets a challenge minted now, bound to the device, its owner,
-    the template and the profile. A profile that cannot be rendered for the device (a
-    variable without a value, a template Apple devices cannot use) is not sent: the
-    delivery becomes ``failed`` with the reason, its challenges are discarded, and None is
-    returned. None too when another check-in sent this delivery first.
+    the template and the profile; each PKCS#12 payload the device's current identity for
+    its template, generated now if it has none. A profile that cannot be rendered for the
+    device (a variable without a value, a template Apple devices cannot use) is not sent:
+    the delivery becomes ``failed`` with the reason, its challenges and any identity
+    generated for it are discarded, and None is returned. None too when another check-in
+    sent this delivery first.
     """
     with transaction.atomic():
         delivery = _lock_delivery(pk=delivery.pk)
         if delivery is None or not _needs_sending(delivery):
             return None
         try:
-            with transaction.atomic():  # the minted challenges go if rendering fails
+            with transaction.atomic():  # the minted challenges (and identities) go if it fails
                 item = _render(delivery)
         except (VariableValueMissing, ProfileNotRenderable) as exc:
             _mark_failed(delivery, str(exc))
@@ -138,6 +142,7 @@ def render_delivery(delivery: Delivery) -> dict | None:
 def _render(delivery: Delivery) -> dict:
     profile, device = delivery.profile, delivery.device
     challenges = _mint_challenges(delivery)
+    identities = _current_identities(delivery)
     item = {
         "profile_id": profile.pk,
         "identifier": profile.identifier,
@@ -146,13 +151,17 @@ def _render(delivery: Delivery) -> dict:
         "generation": delivery.generation,
     }
     if device.is_apple:
-        document = mobileconfig(profile, device=device, challenges=challenges)
+        document = mobileconfig(
+            profile, device=device, challenges=challenges, identities=identities
+        )
         encoded = base64.b64encode(document).decode()
         return {**item, "format": "mobileconfig", "mobileconfig": encoded}
     return {
         **item,
         "format": "json",
-        "profile": neutral_profile(profile, device=device, challenges=challenges),
+        "profile": neutral_profile(
+            profile, device=device, challenges=challenges, identities=identities
+        ),
     }
 
 
@@ -172,6 +181,24 @@ def _mint_challenges(delivery: Delivery) -> dict[uuid.UUID, str]:
         challenge.save(update_fields=["profile"])
         challenges[payload.uuid] = value
     return challenges
+
+
+def _current_identities(delivery: Delivery) -> dict[uuid.UUID, Identity]:
+    """The device's current identity per PKCS#12 payload, by payload UUID (generated on
+    demand); the delivery remembers which identities it carries, for the acknowledgement."""
+    payloads = delivery.profile.payloads.filter(kind=PayloadKind.PKCS12).select_related(
+        "template__ca"
+    )
+    identities = {}
+    for payload in payloads:
+        try:
+            identities[payload.uuid] = current_identity(
+                device=delivery.device, template=payload.template, profile=delivery.profile
+            )
+        except IdentityNotIssued as exc:
+            raise ProfileNotRenderable(f"PKCS#12 payload {payload.display_name!r}: {exc}") from exc
+    delivery.identities.set(identities.values())
+    return identities
 
 
 def _needs_sending(delivery: Delivery) -> bool:
@@ -255,11 +282,15 @@ def _acknowledge_install(
             f"profile {delivery.profile_id} version {version} generation {generation} is not "
             f"what this device was given last (version {given[0]}, generation {given[1]})"
         )
+    now = timezone.now()
+    if status == DeliveryStatus.INSTALLED:
+        # Even for a withdrawn profile: the device did install these keys.
+        mark_delivered(delivery.identities.all(), now=now)
     if delivery.status in WITHDRAWN:
         return
     delivery.status = status
     delivery.error = error[:MAX_ERROR] if status == DeliveryStatus.FAILED else ""
-    delivery.acknowledged_at = timezone.now()
+    delivery.acknowledged_at = now
     delivery.save()
 
 

@@ -12,12 +12,14 @@ from django.utils import timezone
 from apps.core import secrets
 from apps.core.fields import EncryptedSecretField, secret_context
 from apps.devices.models import Device, DeviceGroup
+from apps.enrollment.choices import KeyGeneration
 from apps.enrollment.models import CertificateTemplate
 from apps.enrollment.variables import validate_variables
 from apps.pki import crypto
 from apps.pki.choices import KeyAlgorithm
 from apps.pki.models import CertificateAuthority
 from apps.profiles.choices import (
+    IDENTITY_PAYLOAD_KINDS,
     DeliveryStatus,
     PayloadKind,
     ProfilePlatform,
@@ -33,6 +35,7 @@ APPLE_SCEP_KEY_ALGORITHMS = {KeyAlgorithm.RSA_2048: 2048, KeyAlgorithm.RSA_4096:
 # The fields each kind of payload uses, in the order the editor shows them.
 PAYLOAD_FIELDS: dict[str, list[str]] = {
     PayloadKind.SCEP: ["template"],
+    PayloadKind.PKCS12: ["template"],
     PayloadKind.TRUSTED_CERTIFICATE: ["ca"],
     PayloadKind.WIFI: [
         "ssid",
@@ -47,6 +50,7 @@ PAYLOAD_FIELDS: dict[str, list[str]] = {
 }
 REQUIRED_PAYLOAD_FIELDS: dict[str, list[str]] = {
     PayloadKind.SCEP: ["template"],
+    PayloadKind.PKCS12: ["template"],
     PayloadKind.TRUSTED_CERTIFICATE: ["ca"],
     PayloadKind.WIFI: ["ssid", "wifi_security", "identity"],
     PayloadKind.VPN: ["vpn_type", "server", "identity"],
@@ -131,7 +135,7 @@ class ProfilePayload(models.Model):
     kind = models.CharField(max_length=20, choices=PayloadKind.choices)
     display_name = models.CharField(max_length=200)
     uuid = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
-    # SCEP
+    # SCEP and PKCS#12 identity
     template = models.ForeignKey(
         CertificateTemplate,
         null=True,
@@ -139,7 +143,9 @@ class ProfilePayload(models.Model):
         on_delete=models.PROTECT,
         related_name="payloads",
         verbose_name="request template",
-        help_text="SCEP: the request template the device enrolls with (Apple: RSA 2048/4096).",
+        help_text="SCEP: the request template the device enrolls with (key generated on the "
+        "device; Apple: RSA 2048/4096). PKCS#12 identity: the template of the identity "
+        "mdmcerts generates for each device (key generated on the server).",
     )
     # Trusted certificate
     ca = models.ForeignKey(
@@ -151,7 +157,7 @@ class ProfilePayload(models.Model):
         verbose_name="CA server (its chain)",
         help_text="Trusted certificate: this CA's certificate and every issuer above it.",
     )
-    # Identity of Wi-Fi, VPN and email payloads: a SCEP payload of the same profile.
+    # Identity of Wi-Fi, VPN and email payloads: a SCEP or PKCS#12 payload of the same profile.
     identity = models.ForeignKey(
         "self",
         null=True,
@@ -159,7 +165,8 @@ class ProfilePayload(models.Model):
         on_delete=models.SET_NULL,
         related_name="+",
         verbose_name="identity certificate",
-        help_text="Wi-Fi, VPN, email: a SCEP payload of this profile (save it first).",
+        help_text="Wi-Fi, VPN, email: a SCEP or PKCS#12 identity payload of this profile "
+        "(save it first).",
     )
     # Wi-Fi
     ssid = models.CharField("SSID", max_length=32, blank=True, help_text="Wi-Fi: network name.")
@@ -246,23 +253,48 @@ class ProfilePayload(models.Model):
         uses_identity = "identity" in PAYLOAD_FIELDS.get(self.kind, [])
         identity = self.identity if uses_identity and self._has("identity") else None
         if identity is not None and (
-            identity.kind != PayloadKind.SCEP
+            identity.kind not in IDENTITY_PAYLOAD_KINDS
             or identity.profile_id != self.profile_id
             or identity is self
         ):
-            errors["identity"] = "The identity must be a SCEP payload of the same profile."
-        template = self.template if self.kind == PayloadKind.SCEP and self.template_id else None
+            errors["identity"] = (
+                "The identity must be a SCEP or PKCS#12 identity payload of the same profile."
+            )
+        template_error = self._template_error()
+        if template_error:
+            errors["template"] = template_error
+        if errors:
+            raise ValidationError(errors)
+
+    def _template_error(self) -> str:
+        """Where the key is generated decides the payload: the device enrolls its own key
+        over SCEP; mdmcerts delivers the keys it generates as PKCS#12."""
+        template = (
+            self.template if self.kind in IDENTITY_PAYLOAD_KINDS and self.template_id else None
+        )
+        if template is None:
+            return ""
+        on_server = template.key_generation == KeyGeneration.SERVER
+        if self.kind == PayloadKind.PKCS12 and not on_server:
+            return (
+                f"Template {template} has the device generate its key: use a SCEP payload, "
+                "or a template whose key generation location is the server."
+            )
+        if self.kind == PayloadKind.SCEP and on_server:
+            return (
+                f"Template {template} generates keys on the server: use a PKCS#12 identity "
+                "payload, or a template whose key generation location is the device."
+            )
         if (
-            template is not None
+            self.kind == PayloadKind.SCEP
             and self._for_apple()
             and template.key_algorithm not in APPLE_SCEP_KEY_ALGORITHMS
         ):
-            errors["template"] = (
+            return (
                 f"Apple devices enroll RSA 2048 or 4096 keys only; template {template} "
                 f"uses {template.get_key_algorithm_display()}."
             )
-        if errors:
-            raise ValidationError(errors)
+        return ""
 
     def _for_apple(self) -> bool:
         profile = self.profile if self._has("profile") else None
@@ -336,6 +368,13 @@ class Delivery(models.Model):
     error = models.TextField(blank=True)
     delivered_at = models.DateTimeField(null=True, blank=True)
     acknowledged_at = models.DateTimeField(null=True, blank=True)
+    identities = models.ManyToManyField(
+        "certificates.Identity",
+        blank=True,
+        related_name="deliveries",
+        help_text="The server-generated identities its last rendering carried (PKCS#12 "
+        "payloads); an install acknowledgement marks them delivered.",
+    )
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:

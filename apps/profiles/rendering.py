@@ -3,9 +3,14 @@
 Variables in payload text fields and in the SCEP subject/SANs are filled with the device's
 values; a variable without a value raises ``VariableValueMissing`` and nothing is
 rendered. Dynamic challenges are minted by the caller (delivery) and passed in by payload
-UUID; static challenges are revealed here, only into the rendered profile.
+UUID; static challenges are revealed here, only into the rendered profile. Likewise the
+server-generated identity of each PKCS#12 payload is chosen (or generated) by the caller
+and passed in by payload UUID; it is put into a PKCS#12 under a fresh random password
+here, in memory. Without one the profile is not renderable: an identity's key goes to its
+device at check-in, never into a download.
 """
 
+import base64
 import plistlib
 import uuid
 from collections.abc import Mapping
@@ -13,7 +18,9 @@ from collections.abc import Mapping
 from cryptography.hazmat.primitives import hashes, serialization
 from django.conf import settings
 
-from apps.enrollment.choices import ChallengeType, SubjectSource
+from apps.certificates.identities import new_password, pkcs12_bundle
+from apps.certificates.models import Identity
+from apps.enrollment.choices import ChallengeType, KeyGeneration, SubjectSource
 from apps.enrollment.models import CertificateTemplate
 from apps.enrollment.rendering import render_subject
 from apps.enrollment.variables import LookupValues, render, values_for
@@ -42,6 +49,11 @@ def scep_url(template: CertificateTemplate) -> str:
 
 def _scep(payload: ProfilePayload, values: LookupValues, challenges: Mapping) -> dict:
     template = payload.template
+    if template.key_generation == KeyGeneration.SERVER:
+        raise ProfileNotRenderable(
+            f"SCEP payload {payload.display_name!r}: request template {template} generates "
+            "keys on the server; deliver it as a PKCS#12 identity payload"
+        )
     subject = render_subject(template, values)
     sans = [
         [row.san_type, render(row.value, values, where=f"{row.get_san_type_display()} SAN")]
@@ -77,6 +89,28 @@ def _scep(payload: ProfilePayload, values: LookupValues, challenges: Mapping) ->
         "ca_fingerprint_sha1": template.ca.certificate.fingerprint(
             hashes.SHA1()  # noqa: S303 (what Apple devices compare; identifies, does not secure)
         ).hex(),
+    }
+
+
+def _pkcs12(
+    payload: ProfilePayload, identities: Mapping[uuid.UUID, Identity], *, for_apple: bool
+) -> dict:
+    identity = identities.get(payload.uuid)
+    if identity is None:
+        raise ProfileNotRenderable(
+            f"PKCS#12 payload {payload.display_name!r}: a server-generated identity is "
+            "delivered to its device at check-in only, never in a download"
+        )
+    password = new_password()
+    bundle = pkcs12_bundle(identity, password=password, for_apple=for_apple)
+    certificate = identity.certificate
+    return {
+        "data": base64.b64encode(bundle).decode(),
+        "password": password,
+        "file_name": f"{payload.template.slug}-{certificate.serial[:16]}.p12",
+        "fingerprint_sha256": certificate.fingerprint_sha256,
+        "subject": certificate.subject,
+        "not_after": certificate.not_after.isoformat(),
     }
 
 
@@ -119,13 +153,26 @@ def _email(payload: ProfilePayload, values: LookupValues) -> dict:
     }
 
 
-def neutral_profile(profile: Profile, *, device, challenges: Mapping[uuid.UUID, str]) -> dict:
+def neutral_profile(
+    profile: Profile,
+    *,
+    device,
+    challenges: Mapping[uuid.UUID, str],
+    identities: Mapping[uuid.UUID, Identity] | None = None,
+) -> dict:
     """The profile for ``device`` in the neutral JSON format (docs/device-api.md)."""
-    return _render_neutral(profile, device=device, challenges=challenges)[0]
+    return _render_neutral(
+        profile, device=device, challenges=challenges, identities=identities or {}
+    )[0]
 
 
 def _render_neutral(
-    profile: Profile, *, device, challenges: Mapping[uuid.UUID, str]
+    profile: Profile,
+    *,
+    device,
+    challenges: Mapping[uuid.UUID, str],
+    identities: Mapping[uuid.UUID, Identity],
+    for_apple: bool = False,
 ) -> tuple[dict, dict[str, ProfilePayload]]:
     values = values_for(device=device)
     payloads = list(
@@ -138,6 +185,7 @@ def _render_neutral(
     for payload in payloads:
         body = {
             PayloadKind.SCEP: lambda p=payload: _scep(p, values, challenges),
+            PayloadKind.PKCS12: lambda p=payload: _pkcs12(p, identities, for_apple=for_apple),
             PayloadKind.TRUSTED_CERTIFICATE: lambda p=payload: _trusted(p),
             PayloadKind.WIFI: lambda p=payload: _wifi(p, trusted),
             PayloadKind.VPN: lambda p=payload: _vpn(p, values),
@@ -162,14 +210,26 @@ def _render_neutral(
     return neutral, {str(p.uuid): p for p in payloads}
 
 
-def mobileconfig(profile: Profile, *, device, challenges: Mapping[uuid.UUID, str]) -> bytes:
+def mobileconfig(
+    profile: Profile,
+    *,
+    device,
+    challenges: Mapping[uuid.UUID, str],
+    identities: Mapping[uuid.UUID, Identity] | None = None,
+) -> bytes:
     """The profile for an Apple ``device`` as an XML property list (.mobileconfig), signed
     (CMS SignedData, DER) when the profile has a signing CA.
 
     PayloadUUIDs are the stored UUIDs of the profile and its payloads, so every rendering
     of a profile has the same ones and a device replaces what it installed before.
     """
-    neutral, payloads = _render_neutral(profile, device=device, challenges=challenges)
+    neutral, payloads = _render_neutral(
+        profile,
+        device=device,
+        challenges=challenges,
+        identities=identities or {},
+        for_apple=True,
+    )
     content, anchors = [], {}
     for item in neutral["payloads"]:
         rendered = _apple_payloads(profile, item, anchors, payloads[item["uuid"]])
@@ -222,6 +282,8 @@ def _apple_payloads(
                 "PayloadContent": _apple_scep(item["scep"], payload),
             }
         ]
+    if kind == PayloadKind.PKCS12:
+        return [{**_common(profile, item, "com.apple.security.pkcs12"), **_apple_pkcs12(item)}]
     if kind == PayloadKind.TRUSTED_CERTIFICATE:
         return _apple_trust(profile, item)
     if kind == PayloadKind.WIFI:
@@ -289,6 +351,15 @@ def _apple_sans(pairs: list[list[str]], payload: ProfilePayload) -> dict[str, st
             )
         sans.setdefault(key, value)
     return sans
+
+
+def _apple_pkcs12(item: dict) -> dict:
+    bundle = item["pkcs12"]
+    return {
+        "PayloadCertificateFileName": bundle["file_name"],
+        "PayloadContent": base64.b64decode(bundle["data"]),
+        "Password": bundle["password"],
+    }
 
 
 def _apple_trust(profile: Profile, item: dict) -> list[dict]:

@@ -391,7 +391,7 @@ def test_the_profile_kept_on_disk_has_no_challenge():
     ("item", "error"),
     [
         ({"format": "pkcs12"}, "cannot install the format 'pkcs12'"),
-        ({"format": "json", "profile": {"payloads": [{"kind": "pkcs12"}]}}, "'pkcs12' payloads"),
+        ({"format": "json", "profile": {"payloads": [{"kind": "acme"}]}}, "'acme' payloads"),
         ({"format": "json", "profile": {}}, None),
         ({"format": "json"}, "the profile is malformed"),
         (

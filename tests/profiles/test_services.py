@@ -162,12 +162,12 @@ def test_invalid_payloads_are_refused_with_every_reason_and_nothing_changes(wifi
     assert state(wifi_profile) == unchanged
 
 
-def test_an_identity_must_be_a_scep_payload(wifi_profile):
+def test_an_identity_must_be_a_scep_or_pkcs12_payload(wifi_profile):
     unchanged = state(wifi_profile)
     items = payload_items(wifi_profile)
     items[2]["identity"] = items[1]["uuid"]  # the trusted certificate
 
-    with pytest.raises(ValidationError, match="The identity must be a SCEP payload"):
+    with pytest.raises(ValidationError, match="must be a SCEP or PKCS#12 identity payload"):
         save_profile(profile=wifi_profile, before=snapshot(wifi_profile), payloads=items)
     assert state(wifi_profile) == unchanged
 

@@ -13,7 +13,8 @@ from apps.profiles.services import assign, save_profile
 
 
 class ProfilePayloadSerializer(serializers.ModelSerializer):
-    """One payload. Which fields matter depends on ``kind``: SCEP needs ``template``;
+    """One payload. Which fields matter depends on ``kind``: SCEP needs ``template`` (keys
+    generated on the device); PKCS#12 identity ``template`` (keys generated on the server);
     trusted certificate ``ca``; Wi-Fi ``ssid``, ``wifi_security`` and ``identity``; VPN
     ``vpn_type``, ``server`` and ``identity``; email ``host``, ``email_address`` and
     ``identity``. Text fields may hold lookup variables such as $EMAIL$."""
@@ -28,7 +29,7 @@ class ProfilePayloadSerializer(serializers.ModelSerializer):
     identity = PayloadReferenceField(
         required=False,
         allow_null=True,
-        help_text="Wi-Fi, VPN, email: uuid of a SCEP payload in the same list.",
+        help_text="Wi-Fi, VPN, email: uuid of a SCEP or PKCS#12 identity payload in the same list.",
     )
 
     class Meta:

@@ -14,8 +14,9 @@ from apps.devices import agent
 class Command(BaseCommand):
     help = (
         "The reference device agent: enroll this host with an enrollment code, check in "
-        "(install the profiles the server assigns, enrolling their certificates over SCEP, "
-        "remove the ones it withdraws, report inventory), or unenroll. It talks to the "
+        "(install the profiles the server assigns, enrolling their certificates over SCEP "
+        "or opening the PKCS#12 identities the server generated, remove the ones it "
+        "withdraws, report inventory), or unenroll. It talks to the "
         "server over HTTP only and never uses the database. Exit status: 0 ok, 1 a profile "
         "failed, 2 a usage or server error."
     )
