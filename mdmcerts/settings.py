@@ -1,5 +1,6 @@
 """Settings for mdmcerts, read from the environment (see .env.example for every variable)."""
 
+import datetime
 import sys
 from pathlib import Path
 
@@ -224,5 +225,21 @@ MDMCERTS_SCEP_MAX_CLOCK_SKEW = env.int("MDMCERTS_SCEP_MAX_CLOCK_SKEW", default=2
 # Device enrollment attempts allowed per client address (DRF throttle rate).
 MDMCERTS_DEVICE_ENROLL_RATE = env.str("MDMCERTS_DEVICE_ENROLL_RATE", default="30/minute")
 
-# Certificate Revocation Grace Period default (hours); templates may override it.
+# Certificate Revocation Grace Period default (hours): the lifecycle settings start with it;
+# templates may override it.
 MDMCERTS_REVOCATION_GRACE_HOURS = env.int("MDMCERTS_REVOCATION_GRACE_HOURS", default=24)
+
+# A local CA's CRL is republished this long before its nextUpdate (the beat sweep).
+PKI_CRL_REPUBLISH_MARGIN = datetime.timedelta(hours=env.int("PKI_CRL_REPUBLISH_MARGIN", default=48))
+
+# Outgoing email (the daily expiry digest): EMAIL_URL (smtp+tls://user:password@host:587)
+# when set, else EMAIL_BACKEND; by default messages are printed on the console.
+if env.str("EMAIL_URL", default=""):
+    globals().update(env.email_url("EMAIL_URL"))
+else:
+    EMAIL_BACKEND = env.str(
+        "EMAIL_BACKEND", default="django.core.mail.backends.console.EmailBackend"
+    )
+EMAIL_TIMEOUT = env.int("EMAIL_TIMEOUT", default=20)
+DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="mdmcerts <mdmcerts@localhost>")
+SERVER_EMAIL = DEFAULT_FROM_EMAIL

@@ -6,9 +6,10 @@ import zipfile
 
 from cryptography.hazmat.primitives import serialization
 from django import forms
+from django.conf import settings
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
-from django.http import HttpResponse, HttpResponseRedirect
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
@@ -16,17 +17,21 @@ from django.utils import timezone
 from django.utils.html import format_html
 
 from apps.audit.admin import AuditedAdminMixin
+from apps.certificates import identities_admin  # noqa: F401 (registers the Identity admin)
 from apps.certificates.choices import CertificateStatus
-from apps.certificates.models import Certificate, CertificateRequest
+from apps.certificates.models import Certificate, CertificateRequest, LifecycleSettings
 from apps.certificates.services import (
+    GRACE_STATUSES,
     AlreadyRevoked,
     IssuanceRefused,
     RequestNotPending,
     approve_request,
     reject_request,
+    renewals_due,
     revoke_certificate,
 )
 from apps.pki.choices import RevocationReason
+from apps.scep.services import renewal_opens
 
 HEX_TERM = re.compile(r"^[0-9A-Fa-f:]{8,}$")
 
@@ -41,6 +46,45 @@ class ExpiresWithinFilter(admin.SimpleListFilter):
     def queryset(self, request, queryset):
         if self.value() in {"7", "30", "90"}:
             return queryset.expiring_within(int(self.value()))
+        return queryset
+
+
+class RenewalFilter(admin.SimpleListFilter):
+    title = "renewal"
+    parameter_name = "renewal"
+
+    def lookups(self, request, model_admin):
+        return [
+            ("due", "Due, not re-triggered yet"),
+            ("triggered", "Re-triggered, not renewed yet"),
+            ("renewed", "Renewed"),
+        ]
+
+    def queryset(self, request, queryset):
+        if self.value() == "due":
+            return queryset.filter(pk__in=renewals_due(timezone.now()).values("pk"))
+        if self.value() == "triggered":
+            return queryset.filter(renewal_triggered_at__isnull=False, replaced_by__isnull=True)
+        if self.value() == "renewed":
+            return queryset.filter(replaced_by__isnull=False)
+        return queryset
+
+
+class RevocationDueFilter(admin.SimpleListFilter):
+    title = "revocation due"
+    parameter_name = "revocation_due"
+
+    def lookups(self, request, model_admin):
+        return [("past", "Grace period over"), ("24", "Within 24 hours"), ("any", "Any time")]
+
+    def queryset(self, request, queryset):
+        waiting = queryset.filter(status__in=GRACE_STATUSES, revoke_after__isnull=False)
+        if self.value() == "past":
+            return waiting.filter(revoke_after__lte=timezone.now())
+        if self.value() == "24":
+            return waiting.filter(revoke_after__lte=timezone.now() + timezone.timedelta(hours=24))
+        if self.value() == "any":
+            return waiting
         return queryset
 
 
@@ -68,15 +112,25 @@ class CertificateAdmin(AuditedAdminMixin, admin.ModelAdmin):
         "not_after",
         "source",
         "user",
+        "lifecycle",
     ]
-    list_filter = ["status", ExpiresWithinFilter, "ca", "template", "source"]
+    list_filter = [
+        "status",
+        ExpiresWithinFilter,
+        RenewalFilter,
+        RevocationDueFilter,
+        "pending_revocation_cause",
+        "ca",
+        "template",
+        "source",
+    ]
     search_fields = ["serial", "subject", "subject_alt_names", "fingerprint_sha256"]
     list_select_related = ["ca", "template", "user"]
     raw_id_fields = ["user"]
     show_full_result_count = False
     date_hierarchy = "not_after"
     actions = ["revoke_selected", "download_pem", "download_der"]
-    fields = [
+    certificate_fields = [
         "subject",
         "subject_alt_names",
         "serial_hex",
@@ -90,11 +144,27 @@ class CertificateAdmin(AuditedAdminMixin, admin.ModelAdmin):
         "not_after",
         "source",
         "user",
+        "device",
+        "profile",
         "created_at",
         "downloads",
         "certificate_pem",
     ]
-    readonly_fields = fields
+    lifecycle_fields = [
+        "renewal_due_at",
+        "renewal_triggered_at",
+        "renewed_by",
+        "renews",
+        "pending_revocation_cause",
+        "pending_revocation_since",
+        "revoke_after",
+        "removed_at",
+    ]
+    fieldsets = [
+        (None, {"fields": certificate_fields}),
+        ("Lifecycle (renewal and revocation)", {"fields": lifecycle_fields}),
+    ]
+    readonly_fields = [*certificate_fields, *lifecycle_fields]
 
     def has_add_permission(self, request) -> bool:
         return False
@@ -108,6 +178,29 @@ class CertificateAdmin(AuditedAdminMixin, admin.ModelAdmin):
         if HEX_TERM.match(search_term.strip()):
             search_term = search_term.replace(":", "").strip().lower()
         return super().get_search_results(request, queryset, search_term)
+
+    @admin.display(description="lifecycle")
+    def lifecycle(self, cert: Certificate) -> str:
+        if cert.status in GRACE_STATUSES and cert.revoke_after is not None:
+            return f"revocation due {cert.revoke_after:%Y-%m-%d %H:%M}"
+        if cert.renewal_triggered_at is not None and cert.status == CertificateStatus.ACTIVE:
+            return f"renewal re-triggered {cert.renewal_triggered_at:%Y-%m-%d %H:%M}"
+        return ""
+
+    @admin.display(description="renewal due at")
+    def renewal_due_at(self, cert: Certificate):
+        if cert.template is None or not cert.template.auto_renew:
+            return "no automatic renewal"
+        return renewal_opens(cert, cert.template)
+
+    @admin.display(description="renewed by")
+    def renewed_by(self, cert: Certificate):
+        successor = Certificate.objects.filter(replaces=cert).first()
+        return _certificate_link(successor)
+
+    @admin.display(description="renews")
+    def renews(self, cert: Certificate):
+        return _certificate_link(cert.replaces)
 
     @admin.display(description="serial", ordering="serial")
     def short_serial(self, cert: Certificate) -> str:
@@ -200,6 +293,13 @@ class CertificateAdmin(AuditedAdminMixin, admin.ModelAdmin):
     @admin.action(description="Download selected as DER")
     def download_der(self, request, queryset):
         return _certificates_response(queryset, "der")
+
+
+def _certificate_link(cert: Certificate | None):
+    if cert is None:
+        return "—"
+    url = reverse("admin:certificates_certificate_change", args=[cert.pk])
+    return format_html('<a href="{}">{}</a>', url, cert)
 
 
 def _redirect_to(cert: Certificate) -> HttpResponseRedirect:
@@ -310,3 +410,39 @@ class CertificateRequestAdmin(admin.ModelAdmin):
             except (RequestNotPending, IssuanceRefused) as exc:
                 self.message_user(request, f"{row}: {exc}", messages.WARNING)
         self.message_user(request, f"{done} request(s) {verb}.", messages.SUCCESS)
+
+
+@admin.register(LifecycleSettings)
+class LifecycleSettingsAdmin(AuditedAdminMixin, admin.ModelAdmin):
+    """The lifecycle settings: one row, changed here, never added twice or deleted."""
+
+    list_display = [
+        "__str__",
+        "revocation_grace_hours",
+        "expiry_notice_days",
+        "identity_purge_days",
+        "updated_at",
+    ]
+    fields = [
+        "revocation_grace_hours",
+        "expiry_notice_days",
+        "expiry_notice_recipients",
+        "identity_purge_days",
+    ]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return super().has_add_permission(request) and not LifecycleSettings.objects.exists()
+
+    def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False
+
+    def get_changeform_initial_data(self, request: HttpRequest) -> dict:
+        return {"revocation_grace_hours": settings.MDMCERTS_REVOCATION_GRACE_HOURS}
+
+    def changelist_view(self, request: HttpRequest, extra_context=None):
+        row = LifecycleSettings.objects.first()
+        if row is not None:
+            return HttpResponseRedirect(
+                reverse("admin:certificates_lifecyclesettings_change", args=[row.pk])
+            )
+        return super().changelist_view(request, extra_context)

@@ -1,19 +1,48 @@
-"""Issuing, recording and revoking certificates."""
+"""Issuing, recording and revoking certificates, and their lifecycle: renewal, revocation
+with grace periods, expiry and the expiry digest (the sweeps the Celery tasks run)."""
 
+import datetime
 import logging
-from collections.abc import Mapping
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
 
 from asn1crypto.core import UTF8String
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.contrib.contenttypes.models import ContentType
 from django.core.exceptions import ValidationError
+from django.core.mail import send_mail
 from django.db import IntegrityError, transaction
+from django.db.models import (
+    BooleanField,
+    Case,
+    Count,
+    Exists,
+    F,
+    IntegerField,
+    Max,
+    OuterRef,
+    Q,
+    QuerySet,
+    Value,
+    When,
+)
+from django.db.models.functions import Cast
+from django.db.models.lookups import LessThanOrEqual
+from django.http import HttpRequest
+from django.urls import reverse
 from django.utils import timezone
 
 from apps.audit.choices import AuditAction
+from apps.audit.models import AuditEvent
 from apps.audit.services import record_event
-from apps.certificates.choices import CertificateSource, CertificateStatus
-from apps.certificates.models import Certificate, CertificateRequest
+from apps.certificates.choices import CertificateSource, CertificateStatus, RevocationCause
+from apps.certificates.models import Certificate, CertificateRequest, LifecycleSettings
+from apps.core.net import client_ip
+from apps.devices.choices import DeviceStatus
+from apps.enrollment.choices import KeyGeneration
 from apps.enrollment.models import CertificateTemplate
 from apps.enrollment.rendering import (
     UPN_OID,
@@ -25,8 +54,11 @@ from apps.enrollment.rendering import (
 from apps.enrollment.variables import VariableValueMissing, values_for
 from apps.pki import crypto
 from apps.pki.backends import IssuanceError, backend_for
-from apps.pki.choices import RevocationReason
-from apps.pki.revocation import publish_crl, published_crl
+from apps.pki.choices import CAKind, RevocationReason
+from apps.pki.models import CertificateAuthority, CertificateRevocationList
+from apps.pki.revocation import publish_crl, publish_due_crls, published_crl
+from apps.profiles.choices import DeliveryStatus
+from apps.profiles.models import Delivery, ProfileAssignment
 
 logger = logging.getLogger(__name__)
 SERIAL_ATTEMPTS = 3
@@ -122,7 +154,11 @@ def sign_and_record(
     profile=None,
 ) -> Certificate:
     """Sign as the template says and record the row and its audit event (in the caller's
-    transaction, if any). Refusals are ``IssuanceRefused``."""
+    transaction, if any). Refusals are ``IssuanceRefused``.
+
+    The certificate it ``replaces`` (a RenewalReq's), or else the device's certificate of
+    the same template and profile whose renewal the sweep re-triggered, is superseded: it
+    is revoked when its grace period ends (``supersede``)."""
     try:
         spec = build_issuance_spec(
             template=template, public_key=public_key, values=values, requested=requested
@@ -132,15 +168,20 @@ def sign_and_record(
             cert = backend.issue(spec)
             try:
                 with transaction.atomic():
+                    previous = replaces or renewal_predecessor(
+                        template=template, device=device, profile=profile
+                    )
                     row = record_certificate(
                         cert=cert,
                         template=template,
                         source=source,
                         user=user,
                         device=device,
-                        replaces=replaces,
+                        replaces=previous,
                         profile=profile,
                     )
+                    if previous is not None:
+                        supersede(certificate=previous)
                     record_event(
                         action=AuditAction.ISSUE,
                         obj=row,
@@ -312,3 +353,679 @@ def _decide(row: CertificateRequest, status: str, actor, reason: str = "") -> No
     row.status, row.reason = status, reason
     row.decided_at, row.decided_by = timezone.now(), actor
     row.save()
+
+
+# --- lifecycle: renewal, revocation with grace periods, expiry, digest ---------------------
+#
+# The sweeps run from Celery beat (``tasks.py``) and from ``manage.py lifecycle run``. Each
+# claims its rows in batches (SELECT ... FOR UPDATE SKIP LOCKED, then an UPDATE of exactly
+# those rows in the same transaction), so runs at the same time share the work and none
+# repeats another's; and each is keyed on the rows' state, so a rerun finds nothing left.
+
+LIFECYCLE_BATCH = 1000
+DAY = datetime.timedelta(days=1)
+HOUR = datetime.timedelta(hours=1)
+# A superseded certificate keeps that status (the SCEP renewal sets it) while its grace
+# period runs; every other cause makes it "pending revocation".
+GRACE_STATUSES = (CertificateStatus.PENDING_REVOCATION, CertificateStatus.SUPERSEDED)
+EXPIRING_STATUSES = (CertificateStatus.ACTIVE, *GRACE_STATUSES)
+WITHDRAWN_DELIVERIES = (DeliveryStatus.REMOVAL_PENDING, DeliveryStatus.REMOVED)
+RENEWABLE_SOURCES = {
+    KeyGeneration.DEVICE: CertificateSource.SCEP,
+    KeyGeneration.SERVER: CertificateSource.SERVER_GENERATED,
+}
+DEVICE_CAUSES = {
+    DeviceStatus.UNENROLLED: RevocationCause.UNENROLLED,
+    DeviceStatus.WIPED: RevocationCause.WIPED,
+    DeviceStatus.RETIRED: RevocationCause.RETIRED,
+}
+# RFC 5280 reason published when a grace period ends; every other cause means the device
+# or the purpose went away: cessationOfOperation.
+CAUSE_REASONS = {
+    RevocationCause.SUPERSEDED: RevocationReason.SUPERSEDED,
+    RevocationCause.OWNER_DEACTIVATED: RevocationReason.AFFILIATION_CHANGED,
+}
+DIGEST_KEY = "expiry digest of {day}"
+
+CertificateRow = tuple  # (pk, subject, serial, *fields) from ``_lock_batch``
+
+
+def lifecycle_settings() -> LifecycleSettings:
+    """The lifecycle settings row (``LifecycleSettings.load``)."""
+    return LifecycleSettings.load()
+
+
+def revocation_reason_for(cause: str) -> str:
+    """The RFC 5280 reason of a revocation that ends a grace period started for ``cause``."""
+    return CAUSE_REASONS.get(cause, RevocationReason.CESSATION_OF_OPERATION)
+
+
+def _lock_batch(
+    certificates: QuerySet[Certificate], *fields: str, skip_locked: bool = False
+) -> list[CertificateRow]:
+    """Up to ``LIFECYCLE_BATCH`` rows of ``certificates`` as (pk, subject, serial, *fields),
+    locked until the end of the transaction. With ``skip_locked`` rows another run holds are
+    left to it; without, this waits for them."""
+    return list(
+        certificates.select_for_update(skip_locked=skip_locked, of=("self",))
+        .order_by("pk")
+        .values_list("pk", "subject", "serial", *fields)[:LIFECYCLE_BATCH]
+    )
+
+
+def _record_certificate_events(
+    rows: Iterable[CertificateRow],
+    *,
+    action: str,
+    changes: dict,
+    message: str,
+    actor=None,
+    request: HttpRequest | None = None,
+) -> None:
+    """``record_event`` for many certificates in one INSERT (a sweep touches thousands)."""
+    if actor is None and request is not None and request.user.is_authenticated:
+        actor = request.user
+    content_type = ContentType.objects.get_for_model(Certificate)
+    events = [
+        AuditEvent(
+            actor=actor,
+            actor_repr=actor.get_username() if actor is not None else "system",
+            action=action,
+            content_type=content_type,
+            object_id=str(pk),
+            object_repr=str(Certificate(subject=subject, serial=serial))[:255],
+            changes=changes,
+            message=message,
+            source_ip=client_ip(request),
+        )
+        for pk, subject, serial, *_ in rows
+    ]
+    AuditEvent.objects.bulk_create(events, batch_size=LIFECYCLE_BATCH)
+
+
+def _ids(rows: Iterable[CertificateRow]) -> list[int]:
+    return [row[0] for row in rows]
+
+
+# --- pending revocation ------------------------------------------------------------------
+
+
+def start_pending_revocation(
+    *,
+    certificates: QuerySet[Certificate],
+    cause: str,
+    now: datetime.datetime | None = None,
+    actor=None,
+    request: HttpRequest | None = None,
+) -> int:
+    """Start the grace period of every active certificate among ``certificates`` for
+    ``cause``: revocation is due after the template's grace period, or the global one
+    (Lifecycle settings). Certificates not active (pending already, revoked, expired) stay
+    as they are. Returns how many started."""
+    now = now or timezone.now()
+    status = (
+        CertificateStatus.SUPERSEDED
+        if cause == RevocationCause.SUPERSEDED
+        else CertificateStatus.PENDING_REVOCATION
+    )
+    default_hours = lifecycle_settings().revocation_grace_hours
+    label = RevocationCause(cause).label
+    started = 0
+    while True:
+        with transaction.atomic():
+            active = certificates.filter(status=CertificateStatus.ACTIVE)
+            rows = _lock_batch(active, "template__revocation_grace_hours")
+            if not rows:
+                return started
+            by_grace = defaultdict(list)
+            for row in rows:
+                by_grace[default_hours if row[3] is None else row[3]].append(row)
+            for hours, group in by_grace.items():
+                due = now + hours * HOUR
+                Certificate.objects.filter(pk__in=_ids(group)).update(
+                    status=status,
+                    pending_revocation_cause=cause,
+                    pending_revocation_since=now,
+                    revoke_after=due,
+                )
+                _record_certificate_events(
+                    group,
+                    action=AuditAction.UPDATE,
+                    changes={
+                        "status": [CertificateStatus.ACTIVE, status],
+                        "pending_revocation_cause": ["", cause],
+                        "revoke_after": [None, str(due)],
+                    },
+                    message=f"pending revocation ({label}); due at {due:%Y-%m-%d %H:%M} UTC",
+                    actor=actor,
+                    request=request,
+                )
+            started += len(rows)
+
+
+def cancel_pending_revocation(
+    *,
+    certificates: QuerySet[Certificate],
+    causes: Iterable[str],
+    now: datetime.datetime | None = None,
+    actor=None,
+    request: HttpRequest | None = None,
+) -> int:
+    """The cause cleared within the grace period: certificates among ``certificates``
+    pending revocation for one of ``causes`` are active again. Returns how many."""
+    cancelled = 0
+    while True:
+        with transaction.atomic():
+            pending = certificates.filter(
+                status=CertificateStatus.PENDING_REVOCATION, pending_revocation_cause__in=causes
+            )
+            rows = _lock_batch(pending, "pending_revocation_cause")
+            if not rows:
+                return cancelled
+            Certificate.objects.filter(pk__in=_ids(rows)).update(
+                status=CertificateStatus.ACTIVE,
+                pending_revocation_cause="",
+                pending_revocation_since=None,
+                revoke_after=None,
+            )
+            by_cause = defaultdict(list)
+            for row in rows:
+                by_cause[row[3]].append(row)
+            for cause, group in by_cause.items():
+                _record_certificate_events(
+                    group,
+                    action=AuditAction.UPDATE,
+                    changes={
+                        "status": [CertificateStatus.PENDING_REVOCATION, CertificateStatus.ACTIVE],
+                        "pending_revocation_cause": [cause, ""],
+                    },
+                    message=f"pending revocation cancelled: {RevocationCause(cause).label} "
+                    "no longer holds",
+                    actor=actor,
+                    request=request,
+                )
+            cancelled += len(rows)
+
+
+def renewal_predecessor(
+    *, template: CertificateTemplate | None, device, profile
+) -> Certificate | None:
+    """The certificate a new enrollment of ``device`` for ``template`` and ``profile``
+    renews: the active one whose renewal the sweep re-triggered. Locked, so that two
+    enrollments at once do not both take it (the later one finds none)."""
+    if template is None or device is None:
+        return None
+    return (
+        Certificate.objects.select_for_update(of=("self",))
+        .filter(
+            device=device,
+            template=template,
+            profile=profile,
+            status=CertificateStatus.ACTIVE,
+            renewal_triggered_at__isnull=False,
+        )
+        .order_by("-not_after", "-pk")
+        .first()
+    )
+
+
+def supersede(*, certificate: Certificate, now: datetime.datetime | None = None) -> int:
+    """A renewal replaced ``certificate``: it is superseded, and revoked (or marked removed)
+    once the grace period lets the device install its successor."""
+    return start_pending_revocation(
+        certificates=Certificate.objects.filter(pk=certificate.pk),
+        cause=RevocationCause.SUPERSEDED,
+        now=now,
+    )
+
+
+def device_certificates_gone(
+    *, device, cause: str, actor=None, request: HttpRequest | None = None
+) -> int:
+    """The device was unenrolled, wiped, retired or is being deleted: the grace period of
+    each of its active certificates starts."""
+    return start_pending_revocation(
+        certificates=Certificate.objects.filter(device=device),
+        cause=cause,
+        actor=actor,
+        request=request,
+    )
+
+
+def inventory_reported(
+    *, device, missing: Iterable[int], seen: Iterable[int], now: datetime.datetime | None = None
+) -> None:
+    """A device reported its installed certificates: its certificates it reported before
+    and no longer does (``missing``) start their grace period; those it reports again
+    (``seen``) that were pending for that reason are active again."""
+    mine = Certificate.objects.filter(device=device)
+    missing, seen = list(missing), list(seen)
+    if missing:
+        start_pending_revocation(
+            certificates=mine.filter(pk__in=missing), cause=RevocationCause.MISSING, now=now
+        )
+    if seen:
+        cancel_pending_revocation(
+            certificates=mine.filter(pk__in=seen), causes=[RevocationCause.MISSING], now=now
+        )
+
+
+def _assigned_to_device() -> tuple[Exists, Exists]:
+    """Whether a certificate's profile is assigned to its device directly, or to one of the
+    device's groups (two tests, so that "neither" is two anti-joins)."""
+    assignments = ProfileAssignment.objects.filter(profile=OuterRef("profile"))
+    return (
+        Exists(assignments.filter(device=OuterRef("device"))),
+        Exists(assignments.filter(group__devices=OuterRef("device"))),
+    )
+
+
+def reconcile_assignments(
+    *,
+    profile=None,
+    devices: Iterable | None = None,
+    now: datetime.datetime | None = None,
+    actor=None,
+    request: HttpRequest | None = None,
+) -> tuple[int, int]:
+    """Certificates a profile brought to an enrolled device (all, or of ``profile`` or
+    ``devices``): their grace period starts once the profile no longer targets the device
+    (unassigned from it or its group, the device left the group), and it is cancelled when
+    the profile targets it again. Returns (started, cancelled)."""
+    scope = Certificate.objects.filter(profile__isnull=False, device__status=DeviceStatus.ENROLLED)
+    if profile is not None:
+        scope = scope.filter(profile=profile)
+    if devices is not None:
+        scope = scope.filter(device__in=list(devices))
+    direct, grouped = _assigned_to_device()
+    common = {"now": now, "actor": actor, "request": request}
+    started = start_pending_revocation(
+        certificates=scope.filter(~direct, ~grouped), cause=RevocationCause.UNASSIGNED, **common
+    )
+    cancelled = cancel_pending_revocation(
+        certificates=scope.filter(direct | grouped), causes=[RevocationCause.UNASSIGNED], **common
+    )
+    return started, cancelled
+
+
+def detect_revocation_causes(*, now: datetime.datetime | None = None) -> tuple[int, int]:
+    """Start or cancel the pending revocations whose cause no service call saw: a device's
+    status changed (unenrolled, wiped, retired), an owner was deactivated or reactivated
+    (Django's user admin), group members or assignments changed in the console.
+    Returns (started, cancelled)."""
+    started = sum(
+        start_pending_revocation(
+            certificates=Certificate.objects.filter(device__status=status), cause=cause, now=now
+        )
+        for status, cause in DEVICE_CAUSES.items()
+    )
+    started += start_pending_revocation(
+        certificates=Certificate.objects.filter(user__is_active=False),
+        cause=RevocationCause.OWNER_DEACTIVATED,
+        now=now,
+    )
+    cancelled = cancel_pending_revocation(
+        certificates=Certificate.objects.filter(user__is_active=True).filter(
+            Q(device__isnull=True) | Q(device__status=DeviceStatus.ENROLLED)
+        ),
+        causes=[RevocationCause.OWNER_DEACTIVATED],
+        now=now,
+    )
+    more_started, more_cancelled = reconcile_assignments(now=now)
+    return started + more_started, cancelled + more_cancelled
+
+
+# --- sweeps ------------------------------------------------------------------------------
+
+
+def sweep_revocations(now: datetime.datetime | None = None) -> dict[str, int]:
+    """Detect causes that came or went (``detect_revocation_causes``), then end every grace
+    period that is over: the certificate is revoked with the RFC 5280 reason of its cause
+    when its template has revocation enabled, else only marked removed. Each CA whose CRL
+    lacks a revocation publishes once, after the sweep."""
+    now = now or timezone.now()
+    started, cancelled = detect_revocation_causes(now=now)
+    due = Certificate.objects.filter(
+        status__in=GRACE_STATUSES, revoke_after__lte=now, not_after__gt=now
+    )
+    revoked = removed = 0
+    while True:
+        with transaction.atomic():
+            rows = _lock_batch(
+                due,
+                "status",
+                "pending_revocation_cause",
+                "template__revocation_enabled",
+                skip_locked=True,
+            )
+            if not rows:
+                break
+            batch_revoked, batch_removed = _end_grace_periods(rows, now)
+        revoked, removed = revoked + batch_revoked, removed + batch_removed
+    return {
+        "revocations started": started,
+        "pending revocations cancelled": cancelled,
+        "revoked": revoked,
+        "removed": removed,
+        "CRLs published": publish_stale_crls(),
+    }
+
+
+def _end_grace_periods(rows: list[CertificateRow], now: datetime.datetime) -> tuple[int, int]:
+    """Revoke (or mark removed) locked rows of (pk, subject, serial, status, cause,
+    revocation enabled); a certificate whose template is gone is revoked."""
+    groups = defaultdict(list)
+    for row in rows:
+        groups[(row[3], row[4], row[5] is not False)].append(row)
+    revoked = removed = 0
+    for (before, cause, revoke), group in groups.items():
+        label = RevocationCause(cause).label if cause else "unknown cause"
+        if revoke:
+            reason = revocation_reason_for(cause)
+            Certificate.objects.filter(pk__in=_ids(group)).update(
+                status=CertificateStatus.REVOKED, revoked_at=now, revocation_reason=reason
+            )
+            action, after, revoked = (
+                AuditAction.REVOKE,
+                CertificateStatus.REVOKED,
+                revoked + len(group),
+            )
+            changes = {"status": [before, after], "revocation_reason": ["", reason]}
+            message = f"grace period over ({label}): revoked"
+        else:
+            Certificate.objects.filter(pk__in=_ids(group)).update(
+                status=CertificateStatus.REMOVED, removed_at=now
+            )
+            action, after, removed = (
+                AuditAction.UPDATE,
+                CertificateStatus.REMOVED,
+                removed + len(group),
+            )
+            changes = {"status": [before, after]}
+            message = f"grace period over ({label}): marked removed, the template does not revoke"
+        _record_certificate_events(group, action=action, changes=changes, message=message)
+    return revoked, removed
+
+
+def publish_stale_crls() -> int:
+    """Publish a CRL for every local CA whose published CRL lacks some of its revoked
+    certificates (or that has none yet while it revoked some). Keyed on the counts, so
+    a sweep that died before publishing is made good by the next one. Returns how many."""
+    revoked = dict(
+        Certificate.objects.filter(status=CertificateStatus.REVOKED)
+        .values_list("ca")
+        .annotate(count=Count("pk"))
+        .order_by()
+    )
+    published = dict(CertificateRevocationList.objects.values_list("ca", "revoked_count"))
+    stale = [pk for pk, count in revoked.items() if published.get(pk) != count]
+    cas = CertificateAuthority.objects.filter(pk__in=stale, kind=CAKind.LOCAL).exclude(
+        private_key=""
+    )
+    count = 0
+    for ca in cas.order_by("pk"):
+        publish_crl(ca)
+        count += 1
+    return count
+
+
+def sweep_crls(now: datetime.datetime | None = None) -> dict[str, int]:
+    """Republish every local CA's CRL that reaches its nextUpdate soon."""
+    return {"CRLs published": len(publish_due_crls(now))}
+
+
+def sweep_expired(now: datetime.datetime | None = None) -> dict[str, int]:
+    """Mark expired every certificate past its notAfter that is active, pending revocation
+    or superseded."""
+    now = now or timezone.now()
+    past = Certificate.objects.filter(status__in=EXPIRING_STATUSES, not_after__lte=now)
+    expired = 0
+    while True:
+        with transaction.atomic():
+            rows = _lock_batch(past, "status", skip_locked=True)
+            if not rows:
+                break
+            Certificate.objects.filter(pk__in=_ids(rows)).update(status=CertificateStatus.EXPIRED)
+            by_status = defaultdict(list)
+            for row in rows:
+                by_status[row[3]].append(row)
+            for before, group in by_status.items():
+                _record_certificate_events(
+                    group,
+                    action=AuditAction.UPDATE,
+                    changes={"status": [before, CertificateStatus.EXPIRED]},
+                    message="expired",
+                )
+        expired += len(rows)
+    return {"expired": expired}
+
+
+# --- renewal -----------------------------------------------------------------------------
+
+
+def renewable() -> Q:
+    """Certificates that renew by themselves: auto-renewing template, enrolled device, and
+    either a device key delivered by a live profile delivery (the device enrolls again) or
+    a server-generated key (the server generates the replacement)."""
+    live = Delivery.objects.filter(device=OuterRef("device")).exclude(
+        status__in=WITHDRAWN_DELIVERIES
+    )
+    carried = (Q(profile__isnull=False) & Exists(live.filter(profile=OuterRef("profile")))) | (
+        Q(profile__isnull=True)
+        & Exists(live.filter(profile__payloads__template=OuterRef("template")))
+    )
+    device_key = Q(
+        template__key_generation=KeyGeneration.DEVICE,
+        source=RENEWABLE_SOURCES[KeyGeneration.DEVICE],
+    )
+    server_key = Q(
+        template__key_generation=KeyGeneration.SERVER,
+        source=RENEWABLE_SOURCES[KeyGeneration.SERVER],
+    )
+    return Q(template__auto_renew=True, device__status=DeviceStatus.ENROLLED) & (
+        (device_key & carried) | server_key
+    )
+
+
+def renewal_window(now: datetime.datetime) -> Q:
+    """Certificates inside their template's renewal window at ``now``: "renew N days before
+    expiry", from half-life when the validity is shorter than twice N days (the rule of
+    ``apps.scep.services.renewal_opens``). Inside it, the time left is at most N days and
+    at most the time elapsed. Durations only (differences of two times): SQLite and
+    PostgreSQL compare them alike."""
+    remaining = F("not_after") - Value(now)
+    elapsed = Value(now) - F("not_before")
+    # Cast: SQLite multiplies durations by IntegerField only, not PositiveIntegerField.
+    window = Cast("template__renew_before_days", IntegerField()) * Value(DAY)
+    return Q(LessThanOrEqual(remaining, window)) & Q(LessThanOrEqual(remaining, elapsed))
+
+
+def renewals_due(now: datetime.datetime) -> QuerySet[Certificate]:
+    """Active certificates that renew by themselves, inside their renewal window, whose
+    renewal was not re-triggered yet."""
+    longest = CertificateTemplate.objects.filter(auto_renew=True).aggregate(
+        days=Max("renew_before_days")
+    )["days"]
+    if longest is None:
+        return Certificate.objects.none()
+    return Certificate.objects.filter(
+        renewable(),
+        renewal_window(now),
+        status=CertificateStatus.ACTIVE,
+        renewal_triggered_at__isnull=True,
+        not_after__gt=now,
+        not_after__lte=now + longest * DAY,  # narrows the scan by the expiry index
+    )
+
+
+def sweep_renewals(now: datetime.datetime | None = None) -> dict[str, int]:
+    """Re-trigger the renewal of each certificate due (``renewals_due``), once: the profile
+    that carries it is delivered to its device again (the next generation, with a fresh
+    challenge at the next check-in); for server-generated keys the replacement identity is
+    generated and delivered (``identities.renew_identity``)."""
+    now = now or timezone.now()
+    due = renewals_due(now)
+    triggered = 0
+    while True:
+        with transaction.atomic():
+            rows = _lock_batch(
+                due.filter(template__key_generation=KeyGeneration.DEVICE), skip_locked=True
+            )
+            if not rows:
+                break
+            ids = _ids(rows)
+            Certificate.objects.filter(pk__in=ids).update(renewal_triggered_at=now)
+            _redeliver_carriers(ids, now)
+            _record_certificate_events(
+                rows,
+                action=AuditAction.UPDATE,
+                changes={"renewal_triggered_at": [None, str(now)]},
+                message="renewal re-triggered: the profile that carries it is delivered again",
+            )
+        triggered += len(rows)
+    triggered += _renew_server_identities(
+        due.filter(template__key_generation=KeyGeneration.SERVER), now
+    )
+    return {"renewals re-triggered": triggered}
+
+
+def _redeliver_carriers(ids: list[int], now: datetime.datetime) -> int:
+    """``delivery.redeliver`` for many certificates in one UPDATE: the next generation of
+    each live delivery that carries one of them (its profile, or for a certificate without
+    a profile, the device's profiles with a payload of its template). The deliveries are
+    found by index lookups of (device, profile) pairs: a correlated subquery per delivery
+    row costs seconds on a large inventory."""
+    certificates = Certificate.objects.filter(pk__in=ids)
+    pairs = set(certificates.filter(profile__isnull=False).values_list("device", "profile"))
+    by_template = set(certificates.filter(profile__isnull=True).values_list("device", "template"))
+    live = Delivery.objects.exclude(status__in=WITHDRAWN_DELIVERIES)
+    candidates = live.filter(
+        device__in={device for device, _ in pairs}, profile__in={profile for _, profile in pairs}
+    ).values_list("pk", "device", "profile")
+    chosen = [pk for pk, device, profile in candidates if (device, profile) in pairs]
+    if by_template:
+        carrying = live.filter(
+            device__in={device for device, _ in by_template},
+            profile__payloads__template__in={template for _, template in by_template},
+        ).values_list("pk", "device", "profile__payloads__template")
+        chosen += [pk for pk, device, template in carrying if (device, template) in by_template]
+    return (
+        Delivery.objects.filter(pk__in=chosen)
+        .exclude(status__in=WITHDRAWN_DELIVERIES)
+        .update(generation=F("generation") + 1, status=DeliveryStatus.PENDING, updated_at=now)
+    )
+
+
+def _renew_server_identities(due: QuerySet[Certificate], now: datetime.datetime) -> int:
+    """One at a time (each is a key generation and a signature). ``renew_identity`` is the
+    claim: it renews under the device's row lock and refuses a certificate renewed already,
+    so the mark is set by the one run that renewed, in the same transaction. No
+    certificate lock is taken first: check-ins lock the device, then certificates."""
+    from apps.certificates import identities  # it imports this module
+
+    pks = list(due.order_by("pk").values_list("pk", flat=True))
+    renewed = 0
+    for pk in pks:
+        with transaction.atomic():
+            certificate = Certificate.objects.select_related("template", "device").get(pk=pk)
+            if not identities.renew_identity(certificate):
+                continue
+            Certificate.objects.filter(pk=pk).update(renewal_triggered_at=now)
+            _record_certificate_events(
+                [(pk, certificate.subject, certificate.serial)],
+                action=AuditAction.UPDATE,
+                changes={"renewal_triggered_at": [None, str(now)]},
+                message="renewal re-triggered: a replacement identity is delivered",
+            )
+        renewed += 1
+    return renewed
+
+
+# --- expiry digest -----------------------------------------------------------------------
+
+
+def expiring_without_renewal(*, now: datetime.datetime, days: int) -> QuerySet[Certificate]:
+    """Active certificates expiring within ``days`` that will not renew by themselves."""
+    return (
+        Certificate.objects.filter(
+            status=CertificateStatus.ACTIVE, not_after__gt=now, not_after__lte=now + days * DAY
+        )
+        .annotate(
+            renews=Case(
+                When(renewable(), then=Value(True)),
+                default=Value(False),
+                output_field=BooleanField(),
+            )
+        )
+        .filter(renews=False)
+        .select_related("template", "device", "user")
+        .order_by("not_after", "pk")
+    )
+
+
+def why_not_renewing(certificate: Certificate) -> str:
+    """Why a certificate of the digest will not renew by itself, in a few words."""
+    template, device = certificate.template, certificate.device
+    if template is None or not template.auto_renew:
+        return "no automatic renewal"
+    if certificate.source != RENEWABLE_SOURCES.get(template.key_generation):
+        return f"{certificate.get_source_display()} certificates do not renew"
+    if device is None:
+        return "on no managed device"
+    if device.status != DeviceStatus.ENROLLED:
+        return f"device {device.get_status_display().lower()}"
+    return "no profile delivers it to its device any more"
+
+
+def digest_recipients(config: LifecycleSettings) -> list[str]:
+    """The configured addresses, or every active superuser's with an email address."""
+    listed = [line.strip() for line in config.expiry_notice_recipients.splitlines()]
+    if any(listed):
+        return [address for address in listed if address]
+    superusers = get_user_model().objects.filter(is_superuser=True, is_active=True)
+    return sorted(superusers.exclude(email="").values_list("email", flat=True))
+
+
+def send_expiry_digest(now: datetime.datetime | None = None) -> dict[str, int]:
+    """Email the day's digest of certificates expiring within the notice window that will
+    not renew by themselves; nothing when there are none. Once a day: the digest is keyed
+    by the date in an audit event, checked under the settings row's lock."""
+    now = now or timezone.now()
+    config = lifecycle_settings()
+    certificates = list(expiring_without_renewal(now=now, days=config.expiry_notice_days))
+    recipients = digest_recipients(config)
+    if not certificates or not recipients:
+        return {"digests sent": 0, "certificates listed": 0}
+    key = DIGEST_KEY.format(day=timezone.localdate(now).isoformat())
+    with transaction.atomic():
+        LifecycleSettings.objects.select_for_update().get(pk=config.pk)
+        if AuditEvent.objects.filter(
+            action=AuditAction.CREATE, content_type=None, object_repr=key
+        ).exists():
+            return {"digests sent": 0, "certificates listed": 0}
+        subject, body = _digest_message(certificates, days=config.expiry_notice_days)
+        send_mail(subject, body, None, recipients)
+        record_event(
+            action=AuditAction.CREATE,
+            object_repr=key,
+            message=f"{len(certificates)} certificate(s), sent to {len(recipients)} recipient(s)",
+        )
+    return {"digests sent": 1, "certificates listed": len(certificates)}
+
+
+def _digest_message(certificates: list[Certificate], *, days: int) -> tuple[str, str]:
+    count = len(certificates)
+    subject = f"[mdmcerts] {count} certificate(s) expire within {days} days without renewal"
+    lines = [
+        f"{count} certificate(s) expire within {days} days and will not renew by themselves.",
+        "",
+    ]
+    for cert in certificates:
+        where = f"device {cert.device}" if cert.device else f"user {cert.user or '-'}"
+        lines.append(
+            f"{cert.not_after:%Y-%m-%d %H:%M} UTC  {cert.subject}  serial {cert.serial}  "
+            f"template {cert.template or '-'}  {where}  ({why_not_renewing(cert)})"
+        )
+    url = settings.PUBLIC_BASE_URL + reverse("admin:certificates_certificate_changelist")
+    lines += ["", f"The certificate inventory: {url}?status__exact=active"]
+    return subject, "\n".join(lines)

@@ -17,6 +17,8 @@ from django.utils import timezone
 
 from apps.audit.choices import AuditAction
 from apps.audit.services import diff, record_change, record_deletion, record_event, snapshot
+from apps.certificates import services as lifecycle
+from apps.certificates.choices import RevocationCause
 from apps.certificates.models import Certificate
 from apps.core.models import hash_token
 from apps.devices.choices import DeviceStatus
@@ -285,7 +287,8 @@ def _record_inventory(
     device: Device, reported: list[ReportedCertificate], now: datetime.datetime
 ) -> None:
     """Replace the device's inventory by what it reported, linked to the certificates
-    mdmcerts knows by SHA-256 fingerprint; the scan asked for is done."""
+    mdmcerts knows by SHA-256 fingerprint; the scan asked for is done. Its certificates
+    that it reported before and no longer does start their revocation grace period."""
     fingerprints = [item.fingerprint_sha256 for item in reported]
     known = {
         cert.fingerprint_sha256: cert
@@ -293,6 +296,7 @@ def _record_inventory(
     }
     existing = {row.fingerprint_sha256: row for row in device.installed_certificates.all()}
     device.installed_certificates.exclude(fingerprint_sha256__in=fingerprints).delete()
+    seen_before = {row.certificate_id for row in existing.values() if row.certificate_id}
     new, seen = [], []
     for item in reported:
         row = existing.get(item.fingerprint_sha256) or InstalledCertificate(
@@ -307,6 +311,8 @@ def _record_inventory(
     )
     device.scan_requested = False
     device.last_inventory_at = now
+    seen = {cert.pk for cert in known.values()}
+    lifecycle.inventory_reported(device=device, missing=seen_before - seen, seen=seen, now=now)
 
 
 def _describe(
@@ -370,24 +376,42 @@ def redeliver_profiles(*, device: Device, actor=None, request: HttpRequest | Non
 
 
 def unenroll(*, device: Device, actor=None, request: HttpRequest | None = None) -> bool:
-    """Unenroll an enrolled device: its tokens stop working and every profile it was
-    given is to be removed. False (and nothing changes) if it was not enrolled."""
+    """Unenroll an enrolled device: its tokens stop working, every profile it was given is
+    to be removed and its certificates' revocation grace period starts. False (and nothing
+    changes) if it was not enrolled."""
+    return _take_out(
+        device, DeviceStatus.UNENROLLED, RevocationCause.UNENROLLED, actor, request, "unenrolled"
+    )
+
+
+def retire(*, device: Device, actor=None, request: HttpRequest | None = None) -> bool:
+    """Retire an enrolled device (taken out of service for good): as ``unenroll``, with
+    the status retired. False (and nothing changes) if it was not enrolled."""
+    return _take_out(
+        device, DeviceStatus.RETIRED, RevocationCause.RETIRED, actor, request, "retired"
+    )
+
+
+def _take_out(device: Device, status: str, cause: str, actor, request, message: str) -> bool:
     with transaction.atomic():
         device = _lock_device(device)
         if device.status != DeviceStatus.ENROLLED:
             return False
         before = snapshot(device)
         _revoke_tokens(device)
-        device.status = DeviceStatus.UNENROLLED
+        device.status = status
         device.save()
-        delivery.sync_deliveries(device)  # an unenrolled device is targeted by nothing
-        record_change(obj=device, before=before, actor=actor, request=request, message="unenrolled")
+        # Certificates before deliveries: the lock order of check-ins and the sweeps.
+        lifecycle.device_certificates_gone(device=device, cause=cause, actor=actor, request=request)
+        delivery.sync_deliveries(device)  # a device out of service is targeted by nothing
+        record_change(obj=device, before=before, actor=actor, request=request, message=message)
     return True
 
 
 def mark_wiped(*, device: Device, actor=None, request: HttpRequest | None = None) -> bool:
-    """The device was erased: its tokens stop working and it holds no profile any more.
-    False (and nothing changes) if it was marked wiped already."""
+    """The device was erased: its tokens stop working, it holds no profile any more and its
+    certificates' revocation grace period starts. False (and nothing changes) if it was
+    marked wiped already."""
     with transaction.atomic():
         device = _lock_device(device)
         if device.status == DeviceStatus.WIPED:
@@ -396,6 +420,9 @@ def mark_wiped(*, device: Device, actor=None, request: HttpRequest | None = None
         _revoke_tokens(device)
         device.status = DeviceStatus.WIPED
         device.save()
+        lifecycle.device_certificates_gone(
+            device=device, cause=RevocationCause.WIPED, actor=actor, request=request
+        )
         delivery.mark_all_removed(device)
         record_change(
             obj=device, before=before, actor=actor, request=request, message="marked wiped"
@@ -415,18 +442,26 @@ def save_group(
     request: HttpRequest | None = None,
 ) -> DeviceGroup:
     """Validate and save a group, replacing its members when ``devices`` is given; audited
-    (the diff lists members that joined or left)."""
+    (the diff lists members that joined or left). Certificates that the group's profiles
+    brought to devices that left start their revocation grace period (and those of devices
+    back within it are active again)."""
     group.full_clean()
     with transaction.atomic():
         group.save()
         if devices is not None:
+            members = set(group.devices.values_list("pk", flat=True))
             group.devices.set(devices)
+            members |= set(group.devices.values_list("pk", flat=True))
+            lifecycle.reconcile_assignments(devices=members, actor=actor, request=request)
         record_change(obj=group, before=before, actor=actor, request=request)
     return group
 
 
 def delete_group(*, group: DeviceGroup, actor=None, request: HttpRequest | None = None) -> None:
-    """Delete a group (its members stay; its assignments go), audited."""
+    """Delete a group (its members stay; its assignments go, and with them the certificates
+    the group's profiles brought start their revocation grace period), audited."""
     with transaction.atomic():
+        members = list(group.devices.values_list("pk", flat=True))
         record_deletion(obj=group, actor=actor, request=request)
         group.delete()
+        lifecycle.reconcile_assignments(devices=members, actor=actor, request=request)

@@ -65,7 +65,15 @@ class CertificateTemplateAdmin(AuditedAdminMixin, admin.ModelAdmin):
         ),
         (
             "Validity and lifecycle",
-            {"fields": ["validity_days", "auto_renew", "renew_before_days", "revocation_enabled"]},
+            {
+                "fields": [
+                    "validity_days",
+                    "auto_renew",
+                    "renew_before_days",
+                    "revocation_enabled",
+                    "revocation_grace_hours",
+                ]
+            },
         ),
         (
             "Challenge and attempts",

@@ -59,6 +59,7 @@ class CertificateTemplateForm(forms.ModelForm):
             "auto_renew",
             "renew_before_days",
             "revocation_enabled",
+            "revocation_grace_hours",
             "challenge_type",
             "max_failed_attempts",
             "retry_interval_seconds",

@@ -19,8 +19,10 @@ from django.http import HttpRequest
 
 from apps.audit.choices import AuditAction
 from apps.audit.services import diff, record_change, record_deletion, record_event, snapshot
+from apps.certificates import identities
+from apps.certificates.services import reconcile_assignments
 from apps.devices.models import Device, DeviceGroup
-from apps.profiles.choices import DeliveryStatus, PayloadKind
+from apps.profiles.choices import IDENTITY_PAYLOAD_KINDS, DeliveryStatus
 from apps.profiles.models import (
     PAYLOAD_FIELDS,
     Profile,
@@ -119,8 +121,8 @@ def _replace_payloads(profile: Profile, items: Sequence[Mapping[str, Any]]) -> N
     if errors:
         raise ValidationError({"payloads": errors})
     ProfilePayload.objects.filter(pk__in=[p.pk for p in current.values()]).delete()
-    # SCEP payloads first: the others point at them as their identity.
-    for row in sorted(rows, key=lambda r: r.kind != PayloadKind.SCEP):
+    # Identity payloads (SCEP, PKCS#12) first: the others point at them as their identity.
+    for row in sorted(rows, key=lambda r: r.kind not in IDENTITY_PAYLOAD_KINDS):
         row.save()
     getattr(profile, "_prefetched_objects_cache", {}).pop("payloads", None)
 
@@ -221,7 +223,8 @@ def assign(
     """Assign ``profile`` to a group or to one device (exactly one of them).
 
     Records the assignment's creation (the version stays: devices already holding the
-    profile keep it as it is). Neither or both
+    profile keep it as it is) and cancels the pending revocations of certificates the
+    profile brought to the devices it targets again. Neither or both
     targets, or a target the profile is already assigned to, raise ``ValidationError``.
     """
     if (group is None) == (device is None):
@@ -246,6 +249,8 @@ def assign(
             request=request,
             message=f"assigned to {assignment.target_label()}",
         )
+        reconcile_assignments(profile=profile, actor=actor, request=request)
+        identities.generate_early(profile=profile)
     return assignment
 
 
@@ -258,7 +263,8 @@ def _assigned(assignment: ProfileAssignment) -> bool:
 def unassign(
     *, assignment: ProfileAssignment, actor=None, request: HttpRequest | None = None
 ) -> None:
-    """Remove an assignment and record it; the version stays."""
+    """Remove an assignment and record it; the version stays. The certificates the profile
+    brought to devices it no longer targets start their revocation grace period."""
     with transaction.atomic():
         profile = Profile.objects.select_for_update().get(pk=assignment.profile_id)
         before = snapshot(profile)
@@ -272,6 +278,7 @@ def unassign(
             request=request,
             message=f"unassigned from {label}",
         )
+        reconcile_assignments(profile=profile, actor=actor, request=request)
 
 
 def record_download(

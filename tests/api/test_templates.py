@@ -450,3 +450,20 @@ def test_charlie_and_anonymous_are_refused_and_nothing_changes(
 
     assert state(template) == before
     assert CertificateTemplate.objects.count() == 1
+
+
+def test_a_template_overrides_the_revocation_grace_period_or_falls_back_to_the_global_one(
+    api_as, alice, template
+):
+    response = api_as(alice).patch(
+        detail_url(template), {"revocation_grace_hours": 6}, format="json"
+    )
+    assert response.status_code == 200, response.json()
+    assert response.json()["revocation_grace_hours"] == 6
+    template.refresh_from_db()
+    assert template.revocation_grace_hours == 6
+
+    cleared = api_as(alice).patch(
+        detail_url(template), {"revocation_grace_hours": None}, format="json"
+    )
+    assert cleared.json()["revocation_grace_hours"] is None

@@ -76,6 +76,7 @@ class CertificateTemplateSerializer(serializers.ModelSerializer):
             "auto_renew",
             "renew_before_days",
             "revocation_enabled",
+            "revocation_grace_hours",
             "challenge_type",
             "static_challenge",
             "has_static_challenge",
