@@ -138,9 +138,11 @@ def find_signer(
     for certificate in candidates:
         if sid.name == "issuer_and_serial_number":
             wanted = sid.chosen
-            if (
-                certificate.serial_number == wanted["serial_number"].native
-                and certificate.issuer == wanted["issuer"]
+            # Identical encodings are the common case; Name's own comparison (RFC 5280
+            # rules: case, whitespace, string types) decides the rest.
+            if certificate.serial_number == wanted["serial_number"].native and (
+                certificate.issuer.dump() == wanted["issuer"].dump()
+                or certificate.issuer == wanted["issuer"]
             ):
                 return certificate
         elif certificate.key_identifier == sid.chosen.native:
