@@ -27,7 +27,7 @@ from functools import cache
 import psycopg
 from django.conf import settings
 from django.contrib.contenttypes.models import ContentType
-from django.db import InterfaceError, OperationalError, connection
+from django.db import InterfaceError, OperationalError, connection, models
 from django.db.models import Model
 
 from apps.audit.models import AuditEvent
@@ -51,8 +51,39 @@ def _columns(model: type[Model], *, without: tuple[str, ...]) -> tuple:
     )
 
 
-def _values(instance: Model, fields: tuple) -> list:
-    return [f.get_db_prep_save(f.pre_save(instance, True), connection) for f in fields]
+# Fields whose Python value psycopg adapts as it is on PostgreSQL (what their
+# ``get_db_prep_save`` returns unchanged there); any other field, including subclasses
+# of these, is prepared by Django.
+AS_IS = (
+    models.CharField,
+    models.TextField,
+    models.BooleanField,
+    models.IntegerField,
+    models.BigIntegerField,
+    models.PositiveIntegerField,
+    models.PositiveSmallIntegerField,
+    models.SmallIntegerField,
+    models.ForeignKey,
+    models.OneToOneField,
+)
+
+
+@cache
+def _preparers(model: type[Model], without: tuple[str, ...]) -> tuple:
+    """(attname, field or None) per column: None where the value goes as it is."""
+    return tuple(
+        (f.attname, None if type(f) in AS_IS else f) for f in _columns(model, without=without)
+    )
+
+
+def _values(instance: Model, model: type[Model], without: tuple[str, ...]) -> list:
+    values = []
+    for attname, field in _preparers(model, without):
+        if field is None:
+            values.append(getattr(instance, attname))
+        else:
+            values.append(field.get_db_prep_save(field.pre_save(instance, True), connection))
+    return values
 
 
 def _insert_list(fields: tuple, values: list) -> tuple[str, str]:
@@ -131,7 +162,7 @@ def record_enrollment(
     certificate's id, or None when the statement wrote nothing (see the module)."""
     identifier = source_identifier[:128]
     rows = [
-        _values(instance, _columns(model, without=without))
+        _values(instance, model, without)
         for instance, (model, without) in zip(
             (request_row, certificate, audit_event), ROWS, strict=True
         )

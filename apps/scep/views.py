@@ -5,6 +5,7 @@ import logging
 from django.http import Http404, HttpResponse
 from rest_framework.parsers import BaseParser
 from rest_framework.permissions import AllowAny
+from rest_framework.renderers import JSONRenderer
 from rest_framework.request import Request
 from rest_framework.views import APIView
 
@@ -36,6 +37,7 @@ class ScepView(APIView):
     authentication_classes: list = []
     permission_classes = [AllowAny]
     parser_classes = [RawBodyParser]
+    renderer_classes = [JSONRenderer]  # only DRF's own error pages; SCEP answers are raw
     schema = None  # device-facing, not part of the staff API
 
     def get(self, request: Request, slug: str, suffix: str = "") -> HttpResponse:
