@@ -107,7 +107,8 @@ def endpoint_for(slug: str) -> Endpoint | None:
     )
     if template is None:
         return None
-    return Endpoint(template=template, ca=ensure_ra(template.ca))
+    template.ca = ensure_ra(template.ca)  # the row as it is after an RA was made, if one was
+    return Endpoint(template=template, ca=template.ca)
 
 
 # Endpoints as this process last loaded them, for the one-statement enrollment only: that

@@ -22,6 +22,7 @@ from apps.enrollment.models import AttemptCounter
 from apps.enrollment.services import save_template
 from apps.scep import services
 from apps.scep.protocol import FailInfo, PKIStatus
+from tests.factories import force_ca
 from tests.scep.client import make_csr, rsa_key
 from tests.scep.conftest import STATIC_CHALLENGE, nothing_issued
 
@@ -214,3 +215,17 @@ def test_a_connection_the_database_dropped_is_replaced_and_the_request_succeeds(
     assert result.status is PKIStatus.SUCCESS
     assert connection.connection.info.backend_pid != pid
     assert Certificate.objects.filter(template=template).count() == 2
+
+
+def test_an_endpoint_loaded_as_its_ra_is_made_carries_the_ca_row_as_saved(make_template):
+    """The statement compares the CA's updated_at with the loaded one: loading the
+    endpoint of a CA without an RA saves the CA, and the template must see that row."""
+    ca = force_ca()
+    template = make_template("static", ca=ca)
+    assert ca.ra_certificate_pem == ""
+
+    endpoint = services.endpoint_for(template.slug)
+
+    assert endpoint.ca.ra_certificate is not None
+    assert endpoint.template.ca is endpoint.ca
+    assert endpoint.ca.updated_at == type(ca).objects.get(pk=ca.pk).updated_at

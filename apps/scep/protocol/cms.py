@@ -277,7 +277,12 @@ def _hash(digest: DigestAlgorithm, data: bytes) -> bytes:
 
 def encode_attribute(oid: str, value: core.Asn1Value) -> bytes:
     """One DER Attribute: SEQUENCE { type, SET { value } }."""
-    return encode_tlv(0x30, core.ObjectIdentifier(oid).dump() + der_set_of([value.dump()]))
+    return encode_tlv(0x30, _oid_der(oid) + der_set_of([value.dump()]))
+
+
+@functools.lru_cache(maxsize=64)
+def _oid_der(oid: str) -> bytes:
+    return core.ObjectIdentifier(oid).dump()
 
 
 def sign_message(
