@@ -95,6 +95,8 @@ def _insert_list(fields: tuple, values: list) -> tuple[str, str]:
     return names, select
 
 
+NEVER_BY_COUNT = 2**31 - 1  # psycopg's threshold for preparing a query by itself
+
 ROWS = (
     (CertificateRequest, ("certificate_id",)),
     (Certificate, ()),
@@ -196,8 +198,14 @@ def _execute(sql: str, params: list):
     retries once on a dead connection instead."""
     connection.health_check_done = True
     connection.ensure_connection()
+    raw = connection.connection
+    if raw.prepare_threshold is None:
+        # Django turns psycopg's prepared statements off (its own cursors bind on the
+        # client and never prepare); ``prepare=True`` below needs them on. No other
+        # query is affected: only server-side cursors prepare, and only this one exists.
+        raw.prepare_threshold = NEVER_BY_COUNT
     started = time.monotonic()
-    with connection.wrap_database_errors, psycopg.Cursor(connection.connection) as cursor:
+    with connection.wrap_database_errors, psycopg.Cursor(raw) as cursor:
         cursor.execute(sql, params, prepare=True)
         row = cursor.fetchone()
     if connection.queries_logged:
