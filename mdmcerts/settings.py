@@ -222,6 +222,10 @@ LOGGING = {
 # it the request gets failInfo badTime.
 MDMCERTS_SCEP_MAX_CLOCK_SKEW = env.int("MDMCERTS_SCEP_MAX_CLOCK_SKEW", default=24 * 3600)
 
+# On PostgreSQL a successful PKCSReq (no approval, no dynamic challenge) is written in one
+# statement instead of a dozen ORM round trips (apps/scep/commit.py); false turns that off.
+MDMCERTS_SCEP_ONE_STATEMENT = env.bool("MDMCERTS_SCEP_ONE_STATEMENT", default=True)
+
 # Device enrollment attempts allowed per client address (DRF throttle rate).
 MDMCERTS_DEVICE_ENROLL_RATE = env.str("MDMCERTS_DEVICE_ENROLL_RATE", default="30/minute")
 

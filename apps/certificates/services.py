@@ -95,7 +95,15 @@ def describe_sans(cert: x509.Certificate) -> str:
     return "\n".join(lines)
 
 
-def record_certificate(
+def record_certificate(**fields) -> Certificate:
+    """Insert the inventory row for a certificate the caller just obtained (the arguments
+    of ``certificate_row``)."""
+    row = certificate_row(**fields)
+    row.save(force_insert=True)
+    return row
+
+
+def certificate_row(
     *,
     cert: x509.Certificate,
     template: CertificateTemplate | None,
@@ -105,8 +113,8 @@ def record_certificate(
     replaces: Certificate | None = None,
     profile=None,
 ) -> Certificate:
-    """Insert the inventory row for a certificate the caller just obtained."""
-    return Certificate.objects.create(
+    """The inventory row for ``cert``, not saved."""
+    return Certificate(
         ca=template.ca,
         template=template,
         serial=crypto.serial_hex(cert),

@@ -21,11 +21,14 @@ from django.http import HttpRequest
 from django.utils import timezone
 
 from apps.audit.choices import AuditAction
+from apps.audit.models import AuditEvent
 from apps.audit.services import record_event
 from apps.certificates.choices import CertificateSource, CertificateStatus
 from apps.certificates.models import Certificate, CertificateRequest
 from apps.certificates.services import (
+    REFUSALS,
     IssuanceRefused,
+    certificate_row,
     check_csr,
     current_crl,
     record_refusal,
@@ -34,7 +37,7 @@ from apps.certificates.services import (
 from apps.core.net import client_ip
 from apps.enrollment.choices import ChallengeType
 from apps.enrollment.models import AttemptCounter, CertificateTemplate
-from apps.enrollment.rendering import RequestedNames
+from apps.enrollment.rendering import RequestedNames, build_issuance_spec
 from apps.enrollment.services import (
     clear_failed_attempts,
     lockout_remaining,
@@ -43,9 +46,10 @@ from apps.enrollment.services import (
 )
 from apps.enrollment.variables import values_for
 from apps.pki import crypto
+from apps.pki.backends import backend_for
 from apps.pki.models import CertificateAuthority
 from apps.pki.services import ensure_ra
-from apps.scep import protocol
+from apps.scep import commit, protocol
 from apps.scep.protocol import FailInfo, MessageType, PKIRequest, PKIStatus
 
 logger = logging.getLogger(__name__)
@@ -83,17 +87,50 @@ class Endpoint:
     def ra(self) -> tuple[x509.Certificate, crypto.PrivateKey]:
         return self.ca.ra_certificate, self.ca.load_ra_key()
 
+    @property
+    def version(self) -> tuple:
+        return (self.template.pk, self.template.updated_at, self.ca.pk, self.ca.updated_at)
+
 
 def endpoint_for(slug: str) -> Endpoint | None:
-    # Every device request starts here. The slug is unique, so no ORDER BY (``first()``
-    # would add one); the successor CA is loaded only by the operations that use it.
+    """The template's endpoint as the database has it now."""
+    # The slug is unique, so no ORDER BY (``first()`` would add one); the successor CA is
+    # loaded only by the operations that use it.
     template = next(
-        iter(CertificateTemplate.objects.select_related("ca").filter(slug=slug).order_by()[:1]),
+        iter(
+            CertificateTemplate.objects.select_related("ca")
+            .prefetch_related("san_rows")
+            .filter(slug=slug)
+            .order_by()[:1]
+        ),
         None,
     )
     if template is None:
         return None
-    return Endpoint(template=template, ca=ensure_ra(template.ca))
+    template.ca = ensure_ra(template.ca)  # the row as it is after an RA was made, if one was
+    return Endpoint(template=template, ca=template.ca)
+
+
+# Endpoints as this process last loaded them, for the one-statement enrollment only: that
+# statement writes nothing unless the template and CA rows are unchanged since (see
+# ``commit``), and every other path loads the endpoint afresh.
+_loaded: dict[str, Endpoint] = {}
+MAX_LOADED = 256
+
+
+def loaded_endpoint(slug: str) -> Endpoint | None:
+    endpoint = _loaded.get(slug)
+    if endpoint is None:
+        endpoint = endpoint_for(slug)
+        if endpoint is not None:
+            if len(_loaded) >= MAX_LOADED:
+                _loaded.clear()
+            _loaded[slug] = endpoint
+    return endpoint
+
+
+def forget_endpoint(slug: str) -> None:
+    _loaded.pop(slug, None)
 
 
 def ca_caps(endpoint: Endpoint) -> str:
@@ -124,11 +161,41 @@ def _successor(endpoint: Endpoint) -> CertificateAuthority | None:
     return successor if successor is not None and successor.signs_locally else None
 
 
-def pki_operation(endpoint: Endpoint, message: bytes, *, request: HttpRequest) -> bytes:
-    """Answer one pkiMessage with a CertRep. ``MalformedMessage`` when it cannot be answered."""
+def answer_pki_operation(slug: str, message: bytes, *, request: HttpRequest) -> bytes | None:
+    """Answer one pkiMessage sent to ``slug``'s endpoint with a CertRep; None when there is
+    no such endpoint, ``MalformedMessage`` when the message cannot be answered.
+
+    A PKCSReq that passes every check on a template without approval or dynamic challenge
+    is committed in one statement (``commit``) with the endpoint this process loaded
+    before; everything else, and any such request the statement does not write, takes the
+    general path with the endpoint loaded afresh.
+    """
+    parsed = None
+    if commit.available():
+        endpoint = loaded_endpoint(slug)
+        if endpoint is None:
+            return None
+        parsed = _parse(endpoint, message)
+        if isinstance(parsed, PKIRequest):
+            outcome = _enroll_in_one_statement(endpoint, parsed, request)
+            if outcome is not None:
+                return _reply(endpoint, parsed, outcome)
+        loaded = endpoint
+    endpoint = endpoint_for(slug)
+    if endpoint is None:
+        forget_endpoint(slug)
+        return None
+    if parsed is not None:
+        if endpoint.version != loaded.version:
+            parsed = None  # the template or CA changed: parse again as they are now
+        _loaded[slug] = endpoint
+    return pki_operation(endpoint, message, request=request, parsed=parsed)
+
+
+def _parse(endpoint: Endpoint, message: bytes) -> PKIRequest | protocol.ProtocolError:
     ra_certificate, ra_key = endpoint.ra
     try:
-        pki_request = protocol.parse_pki_message(
+        return protocol.parse_pki_message(
             message,
             ra_certificate=ra_certificate,
             ra_key=ra_key,
@@ -137,12 +204,104 @@ def pki_operation(endpoint: Endpoint, message: bytes, *, request: HttpRequest) -
     except protocol.MalformedMessage:
         raise
     except protocol.ProtocolError as exc:
+        return exc
+
+
+def pki_operation(
+    endpoint: Endpoint,
+    message: bytes,
+    *,
+    request: HttpRequest,
+    parsed: PKIRequest | protocol.ProtocolError | None = None,
+) -> bytes:
+    """Answer one pkiMessage with a CertRep. ``MalformedMessage`` when it cannot be answered.
+
+    ``parsed`` is the message as parsed already with this endpoint's RA, if it was."""
+    pki_request = parsed if parsed is not None else _parse(endpoint, message)
+    if isinstance(pki_request, protocol.ProtocolError):
+        exc = pki_request
         record_refusal(template=endpoint.template, reason=f"SCEP: {exc.reason}", request=request)
         return _reply(
             endpoint, exc, Outcome(PKIStatus.FAILURE, fail_info=exc.fail_info, text=exc.reason)
         )
     outcome = _answer(endpoint, pki_request, request)
     return _reply(endpoint, pki_request, outcome)
+
+
+def _enroll_in_one_statement(
+    endpoint: Endpoint, pki_request: PKIRequest, request: HttpRequest
+) -> Outcome | None:
+    """The common successful PKCSReq, committed by ``commit.record_enrollment``; None
+    whenever the general path must decide (it then checks everything again and gives the
+    answer, refusal or audit it always gives)."""
+    template = endpoint.template
+    if (
+        pki_request.message_type != MessageType.PKCS_REQ
+        or template.approval_required
+        or template.challenge_type not in (ChallengeType.NONE, ChallengeType.STATIC)
+    ):
+        return None
+    try:
+        _check_signing_time(pki_request)
+        _check_csr_fits(pki_request)
+    except Refusal:
+        return None
+    if template.challenge_type == ChallengeType.STATIC and not template.static_challenge_matches(
+        pki_request.challenge_password or ""
+    ):
+        return None
+    csr = pki_request.csr
+    values = values_for()
+    try:
+        requested = check_csr(csr, template, values)
+        spec = build_issuance_spec(
+            template=template, public_key=csr.public_key(), values=values, requested=requested
+        )
+        cert = backend_for(template.ca).issue(spec)
+    except (IssuanceRefused, *REFUSALS):
+        return None
+    now = timezone.now()
+    source_ip = client_ip(request)
+    public_key_der = csr.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    row = CertificateRequest(
+        template=template,
+        transaction_id=pki_request.transaction_id,
+        public_key_sha256=hashlib.sha256(public_key_der).hexdigest(),
+        public_key_der=public_key_der,
+        requested_subject=csr.subject.rfc4514_string(),
+        status=CertificateRequest.Status.ISSUED,
+        source_ip=source_ip,
+        created_at=now,
+    )
+    _store_requested(row, requested)
+    certificate = certificate_row(cert=cert, template=template, source=CertificateSource.SCEP)
+    certificate.created_at = now
+    event = AuditEvent(
+        created_at=now,
+        actor_repr="system",
+        action=AuditAction.ISSUE,
+        content_type_id=commit.certificate_content_type_id(),
+        object_repr=str(certificate)[:255],
+        message=f"issued by {template.ca} from template {template}",
+        source_ip=source_ip,
+    )
+    try:
+        certificate.pk = commit.record_enrollment(
+            template=template,
+            request_row=row,
+            certificate=certificate,
+            audit_event=event,
+            source_scope=AttemptCounter.Scope.SOURCE,
+            source_identifier=source_ip or "unknown",
+            now=now,
+        )
+    except IntegrityError:
+        return None  # a serial or fingerprint collision: the general path draws again
+    if certificate.pk is None:
+        return None
+    return Outcome(PKIStatus.SUCCESS, certificates=[cert])
 
 
 def _reply(endpoint: Endpoint, request_info, outcome: Outcome) -> bytes:

@@ -5,6 +5,7 @@ import logging
 from django.http import Http404, HttpResponse
 from rest_framework.parsers import BaseParser
 from rest_framework.permissions import AllowAny
+from rest_framework.renderers import JSONRenderer
 from rest_framework.request import Request
 from rest_framework.views import APIView
 
@@ -36,11 +37,24 @@ class ScepView(APIView):
     authentication_classes: list = []
     permission_classes = [AllowAny]
     parser_classes = [RawBodyParser]
+    renderer_classes = [JSONRenderer]  # only DRF's own error pages; SCEP answers are raw
     schema = None  # device-facing, not part of the staff API
 
     def get(self, request: Request, slug: str, suffix: str = "") -> HttpResponse:
-        endpoint = self._endpoint(slug)
         operation = request.query_params.get("operation", "")
+        if operation == "PKIOperation":
+            self._known(slug)
+            raw = request._request.META.get("QUERY_STRING", "")
+            if len(raw) > MAX_GET_MESSAGE:
+                return text("the message is too large", status=414)
+            return self._pki_operation(
+                slug,
+                request,
+                lambda: decode_get_message(
+                    _raw_message_param(raw) or request.query_params.get("message", "")
+                ),
+            )
+        endpoint = self._endpoint(slug)
         if operation == "GetCACaps":
             return text(services.ca_caps(endpoint))
         if operation == "GetCACert":
@@ -52,21 +66,10 @@ class ScepView(APIView):
             if body is None:
                 return text("this CA has no successor configured", status=404)
             return HttpResponse(body, content_type="application/x-x509-next-ca-cert")
-        if operation == "PKIOperation":
-            raw = request._request.META.get("QUERY_STRING", "")
-            if len(raw) > MAX_GET_MESSAGE:
-                return text("the message is too large", status=414)
-            return self._pki_operation(
-                endpoint,
-                request,
-                lambda: decode_get_message(
-                    _raw_message_param(raw) or request.query_params.get("message", "")
-                ),
-            )
         return text("unknown or missing operation", status=400)
 
     def post(self, request: Request, slug: str, suffix: str = "") -> HttpResponse:
-        endpoint = self._endpoint(slug)
+        self._known(slug)
         if request.query_params.get("operation") != "PKIOperation":
             return text("POST is for operation=PKIOperation", status=400)
         try:
@@ -78,7 +81,12 @@ class ScepView(APIView):
         body = request._request.read(MAX_MESSAGE_SIZE + 1)
         if len(body) > MAX_MESSAGE_SIZE:
             return text("the message is too large", status=413)
-        return self._pki_operation(endpoint, request, lambda: body)
+        return self._pki_operation(slug, request, lambda: body)
+
+    def _known(self, slug: str) -> None:
+        """404 for a slug no template has (as last loaded; PKIOperation loads it again)."""
+        if services.loaded_endpoint(slug) is None:
+            raise Http404("no SCEP endpoint here")
 
     def _endpoint(self, slug: str) -> services.Endpoint:
         endpoint = services.endpoint_for(slug)
@@ -86,11 +94,13 @@ class ScepView(APIView):
             raise Http404("no SCEP endpoint here")
         return endpoint
 
-    def _pki_operation(self, endpoint, request: Request, message) -> HttpResponse:
+    def _pki_operation(self, slug: str, request: Request, message) -> HttpResponse:
         try:
-            reply = services.pki_operation(endpoint, message(), request=request._request)
+            reply = services.answer_pki_operation(slug, message(), request=request._request)
         except MalformedMessage as exc:
             return text(exc.reason, status=400)
+        if reply is None:
+            raise Http404("no SCEP endpoint here")
         return HttpResponse(reply, content_type=PKI_MESSAGE)
 
 

@@ -110,6 +110,11 @@ def load_signed_message(der: bytes) -> SignedMessage:
 
 def _read_attributes(signer_info: cms.SignerInfo) -> dict[str, list[bytes]]:
     signed_attrs = signer_info["signed_attrs"]
+    if not isinstance(signed_attrs, core.Void):
+        read = _read_der_attributes(signed_attrs.contents)
+        if read:
+            return read
+    # Anything unusual (and every error message) is asn1crypto's to decide, as before.
     if isinstance(signed_attrs, core.Void) or not len(signed_attrs):
         raise MalformedMessage("the message has no authenticated attributes")
     attributes: dict[str, list[bytes]] = {}
@@ -119,6 +124,73 @@ def _read_attributes(signer_info: cms.SignerInfo) -> dict[str, list[bytes]]:
             raise MalformedMessage("an authenticated attribute appears twice")
         attributes[oid] = [value.dump() for value in attribute["values"]]
     return attributes
+
+
+# Attribute types read directly, with the tags asn1crypto's CMSAttribute would require;
+# other types asn1crypto knows are left to it, those it does not (SCEP's) are Any.
+_DIRECT_ATTRIBUTE_TAGS = {
+    OID_CONTENT_TYPE: (0x06,),
+    OID_MESSAGE_DIGEST: (0x04,),
+    OID_SIGNING_TIME: (0x17, 0x18),
+}
+_KNOWN_TO_ASN1CRYPTO = set(cms.CMSAttributeType._map)
+_UNIVERSAL_TAGS = set(core._UNIVERSAL_SPECS)
+
+
+def _read_der_attributes(contents: bytes) -> dict[str, list[bytes]] | None:
+    """The attributes of a signed-attributes SET in plain DER, read without building
+    asn1crypto objects (the hot part of every request); None when anything is unusual
+    (BER, an unexpected shape or tag, a repeated type), for asn1crypto to judge."""
+    attributes: dict[str, list[bytes]] = {}
+    for tag, _, start, end in _tlvs(contents, 0, len(contents)) or ():
+        parts = _tlvs(contents, start, end) if tag == 0x30 else None
+        if parts is None or len(parts) != 2 or parts[0][0] != 0x06 or parts[1][0] != 0x31:
+            return None
+        oid = _dotted(contents[parts[0][1] : parts[0][3]])
+        values = _tlvs(contents, parts[1][2], parts[1][3])
+        if oid is None or values is None or oid in attributes:
+            return None
+        allowed = _DIRECT_ATTRIBUTE_TAGS.get(oid)
+        if allowed is None and oid in _KNOWN_TO_ASN1CRYPTO:
+            return None
+        if any(value[0] & 0x1F not in _UNIVERSAL_TAGS or value[0] & 0xC0 for value in values):
+            return None  # a tag asn1crypto cannot read as Any: it decides
+        if allowed is not None and any(value[0] not in allowed for value in values):
+            return None
+        attributes[oid] = [contents[value[1] : value[3]] for value in values]
+    return attributes
+
+
+def _tlvs(data: bytes, start: int, end: int) -> list[tuple[int, int, int, int]] | None:
+    """(tag, offset, contents offset, end) of each TLV in ``data[start:end]``: definite
+    DER lengths and one-octet tags only, else None."""
+    found = []
+    pos = start
+    while pos < end:
+        tag = data[pos]
+        if tag & 0x1F == 0x1F or pos + 1 >= end:
+            return None
+        length = data[pos + 1]
+        head = pos + 2
+        if length & 0x80:
+            count = length & 0x7F
+            if not 1 <= count <= 4 or head + count > end:
+                return None
+            length = int.from_bytes(data[head : head + count], "big")
+            head += count
+        if head + length > end:
+            return None
+        found.append((tag, pos, head, head + length))
+        pos = head + length
+    return found
+
+
+@functools.lru_cache(maxsize=256)
+def _dotted(oid_der: bytes) -> str | None:
+    try:
+        return core.ObjectIdentifier.load(oid_der, strict=True).dotted
+    except ValueError:
+        return None
 
 
 def _read_certificates(signed_data: cms.SignedData) -> list[asn1_x509.Certificate]:
@@ -138,9 +210,11 @@ def find_signer(
     for certificate in candidates:
         if sid.name == "issuer_and_serial_number":
             wanted = sid.chosen
-            if (
-                certificate.serial_number == wanted["serial_number"].native
-                and certificate.issuer == wanted["issuer"]
+            # Identical encodings are the common case; Name's own comparison (RFC 5280
+            # rules: case, whitespace, string types) decides the rest.
+            if certificate.serial_number == wanted["serial_number"].native and (
+                certificate.issuer.dump() == wanted["issuer"].dump()
+                or certificate.issuer == wanted["issuer"]
             ):
                 return certificate
         elif certificate.key_identifier == sid.chosen.native:
@@ -203,7 +277,12 @@ def _hash(digest: DigestAlgorithm, data: bytes) -> bytes:
 
 def encode_attribute(oid: str, value: core.Asn1Value) -> bytes:
     """One DER Attribute: SEQUENCE { type, SET { value } }."""
-    return encode_tlv(0x30, core.ObjectIdentifier(oid).dump() + der_set_of([value.dump()]))
+    return encode_tlv(0x30, _oid_der(oid) + der_set_of([value.dump()]))
+
+
+@functools.lru_cache(maxsize=64)
+def _oid_der(oid: str) -> bytes:
+    return core.ObjectIdentifier(oid).dump()
 
 
 def sign_message(

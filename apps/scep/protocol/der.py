@@ -25,93 +25,77 @@ def check_der(data: bytes, *, max_size: int = MAX_MESSAGE_SIZE) -> None:
         raise MalformedMessage("the message is empty")
     if len(data) > max_size:
         raise MalformedMessage("the message is too large")
-    _Scanner(bytes(data)).run()
+    _scan(bytes(data))
 
 
-class _Scanner:
-    """Walks TLVs iteratively; ``ends`` holds each open constructed value's end (None:
-    indefinite) and ``bounds`` the offset no child may pass."""
-
-    def __init__(self, data: bytes) -> None:
-        self.data = data
-        self.pos = 0
-        self.ends: list[int | None] = []
-        self.bounds: list[int] = [len(data)]
-
-    def run(self) -> None:
-        self.step()
-        while self.ends:
-            if self.ends[-1] is not None and self.pos == self.ends[-1]:
-                self.close()
-                continue
-            self.step()
-        if self.pos != len(self.data):
-            raise MalformedMessage("the message has trailing bytes")
-
-    def close(self) -> None:
-        self.ends.pop()
-        self.bounds.pop()
-
-    def step(self) -> None:
-        first = self.byte()
-        if first & 0x1F == 0x1F:
-            self.skip_long_tag()
-        length = self.length()
-        if first == 0 and length == 0:
-            self.end_of_contents()
-        elif length is None:
-            if not first & 0x20:
-                raise MalformedMessage("a primitive value has an indefinite length")
-            self.open(None)
-        elif first & 0x20:
-            self.open(self.pos + length)
-        else:
-            self.advance(length)
-
-    def end_of_contents(self) -> None:
-        if not self.ends or self.ends[-1] is not None:
-            raise MalformedMessage("unexpected end-of-contents")
-        self.close()
-
-    def open(self, end: int | None) -> None:
-        if len(self.ends) >= MAX_DEPTH:
-            raise MalformedMessage("the message is nested too deeply")
-        if end is not None and end > self.bounds[-1]:
-            raise MalformedMessage("a length overruns its container")
-        self.ends.append(end)
-        self.bounds.append(self.bounds[-1] if end is None else end)
-
-    def advance(self, length: int) -> None:
-        if self.pos + length > self.bounds[-1]:
-            raise MalformedMessage("a length overruns its container")
-        self.pos += length
-
-    def byte(self) -> int:
-        if self.pos >= self.bounds[-1]:
+def _scan(data: bytes) -> None:
+    """Walk the TLVs iteratively. ``ends`` holds each open constructed value's end (None:
+    indefinite) and ``bounds`` the offset no child may pass. One function with local
+    names: it runs on every message and every envelope."""
+    pos, size = 0, len(data)
+    ends: list[int | None] = []
+    bounds: list[int] = [size]
+    bound = size
+    while True:
+        # One TLV: tag, length, then open it (constructed) or skip its contents.
+        if pos >= bound:
             raise MalformedMessage("the message is truncated")
-        value = self.data[self.pos]
-        self.pos += 1
-        return value
-
-    def skip_long_tag(self) -> None:
-        for _ in range(4):
-            if not self.byte() & 0x80:
-                return
-        raise MalformedMessage("a tag number is too large")
-
-    def length(self) -> int | None:
-        first = self.byte()
-        if first < 0x80:
-            return first
-        if first == 0x80:
-            return None
-        count = first & 0x7F
-        if count > 4:
-            raise MalformedMessage("a length is too large")
-        value = 0
-        for _ in range(count):
-            value = value << 8 | self.byte()
-        return value
+        first = data[pos]
+        pos += 1
+        if first & 0x1F == 0x1F:
+            for _ in range(4):
+                if pos >= bound:
+                    raise MalformedMessage("the message is truncated")
+                pos += 1
+                if not data[pos - 1] & 0x80:
+                    break
+            else:
+                raise MalformedMessage("a tag number is too large")
+        if pos >= bound:
+            raise MalformedMessage("the message is truncated")
+        length = data[pos]
+        pos += 1
+        if length == 0x80:
+            length = None
+        elif length > 0x80:
+            count = length & 0x7F
+            if count > 4:
+                raise MalformedMessage("a length is too large")
+            if pos + count > bound:
+                raise MalformedMessage("the message is truncated")
+            length = int.from_bytes(data[pos : pos + count], "big")
+            pos += count
+        if first == 0 and length == 0:
+            if not ends or ends[-1] is not None:
+                raise MalformedMessage("unexpected end-of-contents")
+            ends.pop()
+            bounds.pop()
+            bound = bounds[-1]
+        elif length is None or first & 0x20:
+            if length is None and not first & 0x20:
+                raise MalformedMessage("a primitive value has an indefinite length")
+            if len(ends) >= MAX_DEPTH:
+                raise MalformedMessage("the message is nested too deeply")
+            end = None if length is None else pos + length
+            if end is not None and end > bound:
+                raise MalformedMessage("a length overruns its container")
+            ends.append(end)
+            if end is not None:
+                bound = end
+            bounds.append(bound)
+        else:
+            if pos + length > bound:
+                raise MalformedMessage("a length overruns its container")
+            pos += length
+        # Close every definite-length value that ends here.
+        while ends and ends[-1] is not None and pos == ends[-1]:
+            ends.pop()
+            bounds.pop()
+            bound = bounds[-1]
+        if not ends:
+            break
+    if pos != size:
+        raise MalformedMessage("the message has trailing bytes")
 
 
 def encode_length(length: int) -> bytes:
