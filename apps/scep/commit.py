@@ -3,7 +3,8 @@
 The general path in ``services`` writes an enrollment with the ORM: the request row, the
 certificate, its audit event and the attempt counters, twelve round trips with BEGIN and
 COMMIT. For the common case, a PKCSReq that passed every check on a template without
-approval and without a dynamic challenge, this module writes the same rows with the same
+approval and without a dynamic challenge (so without a device, and nothing a renewal
+would supersede), this module writes the same rows with the same
 values in one data-modifying ``WITH`` statement, which PostgreSQL runs atomically. The
 statement writes nothing, and the caller falls back to the general path, when:
 
