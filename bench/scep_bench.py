@@ -166,12 +166,12 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--requests", type=int, default=200, help="per server and level")
     parser.add_argument("--concurrency", default="1,4,8", help="comma-separated levels")
     parser.add_argument("--warmup", type=int, default=16, help="requests per server first")
-    # One sync worker per core. An enrollment is CPU-bound Python (PostgreSQL and the
-    # client take the rest of the CPU while a worker waits on them), so more processes
-    # only contend: measured at c=4, 2 sync workers 137/s (p99 39 ms), 3: 122/s, 4: 119/s.
-    # Threads lose to the GIL, and gthread's keep-alive pins each connection to the worker
-    # that accepted it (3 of 4 on one worker was seen): 2 x 4 threads 114/s (p99 60 ms).
-    parser.add_argument("--workers", type=int, default=2, help="gunicorn worker processes")
+    # Two sync workers per core. Since an enrollment is one SQL statement (apps/scep/
+    # commit.py), a worker waiting on PostgreSQL's commit leaves its core to another:
+    # measured at c=4 on 2 cores (2026-11-22, three runs each, ratio to scepserver),
+    # 2 workers 0.67-0.82x, 3 workers 0.75-0.90x, 4 workers 0.86-1.05x. Threads lose to the
+    # GIL, and gthread's keep-alive pins each connection to the worker that accepted it.
+    parser.add_argument("--workers", type=int, default=4, help="gunicorn worker processes")
     parser.add_argument("--threads", type=int, default=1, help="gunicorn threads per worker")
     parser.add_argument("--timeout", type=float, default=10.0, help="seconds per request")
     parser.add_argument("--level-budget", type=float, default=120.0, help="seconds per level")
