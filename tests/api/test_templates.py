@@ -112,6 +112,7 @@ def test_alice_creates_a_template_with_its_san_rows(api_as, alice, ca):
         "auto_renew": True,
         "renew_before_days": 30,
         "revocation_enabled": True,
+        "revocation_grace_hours": None,
         "challenge_type": "dynamic",
         "has_static_challenge": False,
         "max_failed_attempts": 5,
