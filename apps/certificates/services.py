@@ -873,17 +873,21 @@ def sweep_renewals(now: datetime.datetime | None = None) -> dict[str, int]:
     generated and delivered (``identities.renew_identity``)."""
     now = now or timezone.now()
     due = renewals_due(now)
-    triggered = 0
+    triggered, after, redelivered = 0, 0, set()
     while True:
         with transaction.atomic():
+            # Each batch starts after the last one (keyset): asking for the whole due set
+            # again each time made the sweep quadratic in the number due.
             rows = _lock_batch(
-                due.filter(template__key_generation=KeyGeneration.DEVICE), skip_locked=True
+                due.filter(template__key_generation=KeyGeneration.DEVICE, pk__gt=after),
+                skip_locked=True,
             )
             if not rows:
                 break
             ids = _ids(rows)
+            after = ids[-1]
             Certificate.objects.filter(pk__in=ids).update(renewal_triggered_at=now)
-            _redeliver_carriers(ids, now)
+            redelivered |= _redeliver_carriers(ids, now, skip=redelivered)
             _record_certificate_events(
                 rows,
                 action=AuditAction.UPDATE,
@@ -897,12 +901,15 @@ def sweep_renewals(now: datetime.datetime | None = None) -> dict[str, int]:
     return {"renewals re-triggered": triggered}
 
 
-def _redeliver_carriers(ids: list[int], now: datetime.datetime) -> int:
+def _redeliver_carriers(
+    ids: list[int], now: datetime.datetime, *, skip: set[int] = frozenset()
+) -> set[int]:
     """``delivery.redeliver`` for many certificates in one UPDATE: the next generation of
     each live delivery that carries one of them (its profile, or for a certificate without
-    a profile, the device's profiles with a payload of its template). The deliveries are
-    found by index lookups of (device, profile) pairs: a correlated subquery per delivery
-    row costs seconds on a large inventory."""
+    a profile, the device's profiles with a payload of its template), except those in
+    ``skip`` (moved on already by this sweep). The deliveries are found by index lookups
+    of (device, profile) pairs: a correlated subquery per delivery row costs seconds on a
+    large inventory. Returns the deliveries moved on."""
     certificates = Certificate.objects.filter(pk__in=ids)
     pairs = set(certificates.filter(profile__isnull=False).values_list("device", "profile"))
     by_template = set(certificates.filter(profile__isnull=True).values_list("device", "template"))
@@ -917,11 +924,11 @@ def _redeliver_carriers(ids: list[int], now: datetime.datetime) -> int:
             profile__payloads__template__in={template for _, template in by_template},
         ).values_list("pk", "device", "profile__payloads__template")
         chosen += [pk for pk, device, template in carrying if (device, template) in by_template]
-    return (
-        Delivery.objects.filter(pk__in=chosen)
-        .exclude(status__in=WITHDRAWN_DELIVERIES)
-        .update(generation=F("generation") + 1, status=DeliveryStatus.PENDING, updated_at=now)
+    chosen_set = set(chosen) - skip
+    Delivery.objects.filter(pk__in=chosen_set).exclude(status__in=WITHDRAWN_DELIVERIES).update(
+        generation=F("generation") + 1, status=DeliveryStatus.PENDING, updated_at=now
     )
+    return chosen_set
 
 
 def _renew_server_identities(due: QuerySet[Certificate], now: datetime.datetime) -> int:

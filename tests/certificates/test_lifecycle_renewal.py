@@ -146,3 +146,22 @@ def test_an_enrollment_without_a_re_triggered_renewal_supersedes_nothing(laptop,
 
     assert new.replaces is None
     assert Certificate.objects.get(pk=laptop.certificate.pk).status == "active"
+
+
+def test_a_sweep_in_many_batches_moves_each_delivery_on_once(enroll_laptop, profile, monkeypatch):
+    """Batches follow each other (keyset); a delivery carrying due certificates of two
+    batches gets one new generation, not one per batch."""
+    from apps.certificates import services
+
+    monkeypatch.setattr(services, "LIFECYCLE_BATCH", 1)
+    first, second = enroll_laptop("SN-ONE"), enroll_laptop("SN-TWO")
+    twin = Certificate.objects.get(pk=first.certificate.pk)
+    twin.pk, twin.serial, twin.fingerprint_sha256 = None, "ab" * 10, "cd" * 32
+    twin.save(force_insert=True)  # a second due certificate on the same device and profile
+
+    with travel(first.certificate.not_after - DAY):
+        assert sweep_renewals() == {"renewals re-triggered": 3}
+
+    assert delivery_of(first, profile).generation == 2
+    assert delivery_of(second, profile).generation == 2
+    assert Certificate.objects.filter(renewal_triggered_at__isnull=True).count() == 0
