@@ -14,7 +14,7 @@ from django.contrib.auth import get_user_model
 from django.contrib.contenttypes.models import ContentType
 from django.core.exceptions import ValidationError
 from django.core.mail import send_mail
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import (
     BooleanField,
     Case,
@@ -414,11 +414,21 @@ def _lock_batch(
     """Up to ``LIFECYCLE_BATCH`` rows of ``certificates`` as (pk, subject, serial, *fields),
     locked until the end of the transaction. With ``skip_locked`` rows another run holds are
     left to it; without, this waits for them."""
+    _no_jit()
     return list(
         certificates.select_for_update(skip_locked=skip_locked, of=("self",))
         .order_by("pk")
         .values_list("pk", "subject", "serial", *fields)[:LIFECYCLE_BATCH]
     )
+
+
+def _no_jit() -> None:
+    """PostgreSQL's JIT compiles a sweep's batch query (its estimated cost passes
+    ``jit_above_cost`` on large inventories) at every batch, for more time than the query
+    then saves: off for the rest of this transaction."""
+    if connection.vendor == "postgresql" and connection.in_atomic_block:
+        with connection.cursor() as cursor:
+            cursor.execute("SET LOCAL jit = off")
 
 
 def _record_certificate_events(
