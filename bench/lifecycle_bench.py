@@ -61,7 +61,6 @@ import sys
 import tempfile
 import time
 import tracemalloc
-import urllib.parse
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -71,6 +70,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from apps.core.devsecrets import new_kek, new_secret_key  # noqa: E402
+from bench.common import SetupFailed, fresh_postgres_database  # noqa: E402
 
 SWEEPS = ("renewal", "revocation", "crl")
 TARGET_SIZE = 100_000
@@ -86,10 +86,6 @@ CA_SLUG = "bench-ca"
 HOUR = datetime.timedelta(hours=1)
 DAY = datetime.timedelta(days=1)
 MIB = 1024 * 1024
-
-
-class SetupFailed(Exception):
-    """The run could not start or a measured process failed; the message says why."""
 
 
 # --- the seeded data ------------------------------------------------------------------
@@ -279,7 +275,10 @@ def configure(tmp: Path, stack: contextlib.ExitStack, *, keep_db: bool) -> str:
     """The environment of this process and of the measured ones; the database vendor."""
     configured = os.environ.get("DATABASE_URL", "")
     if configured.startswith(("postgres://", "postgresql://", "pgsql://")):
-        url, vendor = bench_postgres(configured, stack, keep=keep_db), "PostgreSQL"
+        url, vendor = (
+            fresh_postgres_database(configured, stack, suffix="_bench_lifecycle", keep=keep_db),
+            "PostgreSQL",
+        )
     else:
         url, vendor = f"sqlite:///{tmp / 'db.sqlite3'}", "SQLite"
     os.environ.update(
@@ -293,31 +292,6 @@ def configure(tmp: Path, stack: contextlib.ExitStack, *, keep_db: bool) -> str:
         DJANGO_SETTINGS_MODULE="mdmcerts.settings",
     )
     return vendor
-
-
-def bench_postgres(configured: str, stack: contextlib.ExitStack, *, keep: bool) -> str:
-    """A fresh database of the bench's own next to the configured one; its URL."""
-    import psycopg
-    from psycopg import sql
-
-    parts = urllib.parse.urlsplit(configured)
-    name = parts.path.lstrip("/") or "mdmcerts"
-    name = name if name.endswith("_bench_lifecycle") else f"{name}_bench_lifecycle"
-    admin_url = urllib.parse.urlunsplit(parts._replace(scheme="postgresql", path="/postgres"))
-    drop = sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-
-    def execute(statement: sql.Composable) -> None:
-        with psycopg.connect(admin_url, autocommit=True, connect_timeout=10) as connection:
-            connection.execute(statement)
-
-    try:
-        execute(drop)
-        execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    except psycopg.Error as exc:
-        raise SetupFailed(f"cannot create PostgreSQL database {name}: {exc}") from exc
-    if not keep:
-        stack.callback(execute, drop)
-    return urllib.parse.urlunsplit(parts._replace(path=f"/{name}"))
 
 
 def setup_django(*, migrate: bool = False) -> None:

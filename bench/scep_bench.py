@@ -44,7 +44,6 @@ import sys
 import tempfile
 import threading
 import time
-import urllib.parse
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
@@ -68,6 +67,7 @@ from apps.scep.protocol import (  # noqa: E402
     ProtocolError,
     client,
 )
+from bench.common import SetupFailed, fresh_postgres_database  # noqa: E402
 
 MDMCERTS, MICROMDM = "mdmcerts", "micromdm"
 SERVERS = (MDMCERTS, MICROMDM)
@@ -76,10 +76,6 @@ STARTUP_SECONDS = 60
 STOP_SECONDS = 10
 PKI_HEADERS = {"Content-Type": "application/x-pki-message"}
 HTTP_ERRORS = (OSError, http.client.HTTPException)
-
-
-class SetupFailed(Exception):
-    """The run could not start; the message says why."""
 
 
 @dataclass(frozen=True)
@@ -212,7 +208,10 @@ def django_env(tmp: Path, stack: contextlib.ExitStack, *, keep_db: bool) -> tupl
     """The environment for manage.py and gunicorn: DEBUG off, fresh secrets, the database."""
     configured = os.environ.get("DATABASE_URL", "")
     if configured.startswith(("postgres://", "postgresql://", "pgsql://")):
-        url, vendor = bench_postgres(configured, stack, keep=keep_db), "PostgreSQL"
+        url, vendor = (
+            fresh_postgres_database(configured, stack, suffix="_bench", keep=keep_db),
+            "PostgreSQL",
+        )
     else:
         url, vendor = f"sqlite:///{tmp / 'db.sqlite3'}", "SQLite"
     env = {
@@ -228,31 +227,6 @@ def django_env(tmp: Path, stack: contextlib.ExitStack, *, keep_db: bool) -> tupl
         "PYTHONUNBUFFERED": "1",
     }
     return env, vendor
-
-
-def bench_postgres(configured: str, stack: contextlib.ExitStack, *, keep: bool) -> str:
-    """A fresh database of the bench's own next to the configured one; its URL."""
-    import psycopg
-    from psycopg import sql
-
-    parts = urllib.parse.urlsplit(configured)
-    name = parts.path.lstrip("/") or "mdmcerts"
-    name = name if name.endswith("_bench") else f"{name}_bench"
-    admin_url = urllib.parse.urlunsplit(parts._replace(scheme="postgresql", path="/postgres"))
-    drop = sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-
-    def execute(statement: sql.Composable) -> None:
-        with psycopg.connect(admin_url, autocommit=True, connect_timeout=10) as connection:
-            connection.execute(statement)
-
-    try:
-        execute(drop)
-        execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    except psycopg.Error as exc:
-        raise SetupFailed(f"cannot create PostgreSQL database {name}: {exc}") from exc
-    if not keep:
-        stack.callback(execute, drop)
-    return urllib.parse.urlunsplit(parts._replace(path=f"/{name}"))
 
 
 def prepare_mdmcerts(env: dict) -> str:
