@@ -71,10 +71,35 @@ def record_event(
     object_repr: str | None = None,
 ) -> AuditEvent:
     """Append one audit event. ``actor`` defaults to the request's user."""
+    event = build_event(
+        action=action,
+        obj=obj,
+        actor=actor,
+        request=request,
+        changes=changes,
+        message=message,
+        object_repr=object_repr,
+    )
+    event.save(force_insert=True)
+    return event
+
+
+def build_event(
+    *,
+    action: str,
+    obj: models.Model | None = None,
+    actor=None,
+    request: HttpRequest | None = None,
+    changes: dict | None = None,
+    message: str = "",
+    object_repr: str | None = None,
+) -> AuditEvent:
+    """The event ``record_event`` appends, not saved (for callers that insert it in bulk
+    or in a statement of their own; an unsaved ``obj`` leaves ``object_id`` empty)."""
     if actor is None and request is not None and request.user.is_authenticated:
         actor = request.user
     actor_repr = actor.get_username() if actor is not None else "system"
-    return AuditEvent.objects.create(
+    return AuditEvent(
         actor=actor,
         actor_repr=actor_repr,
         action=action,

@@ -11,7 +11,6 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.contrib.contenttypes.models import ContentType
 from django.core.exceptions import ValidationError
 from django.core.mail import send_mail
 from django.db import IntegrityError, connection, transaction
@@ -37,10 +36,9 @@ from django.utils import timezone
 
 from apps.audit.choices import AuditAction
 from apps.audit.models import AuditEvent
-from apps.audit.services import record_event
+from apps.audit.services import build_event, record_event
 from apps.certificates.choices import CertificateSource, CertificateStatus, RevocationCause
 from apps.certificates.models import Certificate, CertificateRequest, LifecycleSettings
-from apps.core.net import client_ip
 from apps.devices.choices import DeviceStatus
 from apps.enrollment.choices import KeyGeneration
 from apps.enrollment.models import CertificateTemplate
@@ -441,20 +439,14 @@ def _record_certificate_events(
     request: HttpRequest | None = None,
 ) -> None:
     """``record_event`` for many certificates in one INSERT (a sweep touches thousands)."""
-    if actor is None and request is not None and request.user.is_authenticated:
-        actor = request.user
-    content_type = ContentType.objects.get_for_model(Certificate)
     events = [
-        AuditEvent(
-            actor=actor,
-            actor_repr=actor.get_username() if actor is not None else "system",
+        build_event(
             action=action,
-            content_type=content_type,
-            object_id=str(pk),
-            object_repr=str(Certificate(subject=subject, serial=serial))[:255],
+            obj=Certificate(pk=pk, subject=subject, serial=serial),
+            actor=actor,
+            request=request,
             changes=changes,
             message=message,
-            source_ip=client_ip(request),
         )
         for pk, subject, serial, *_ in rows
     ]

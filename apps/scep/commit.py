@@ -27,7 +27,6 @@ from functools import cache
 
 import psycopg
 from django.conf import settings
-from django.contrib.contenttypes.models import ContentType
 from django.db import InterfaceError, OperationalError, connection, models
 from django.db.models import Model
 
@@ -214,8 +213,3 @@ def _execute(sql: str, params: list):
             {"sql": sql, "time": f"{time.monotonic() - started:.3f}", "one_statement": True}
         )
     return row
-
-
-@cache
-def certificate_content_type_id() -> int:
-    return ContentType.objects.get_for_model(Certificate).pk

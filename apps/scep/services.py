@@ -21,8 +21,7 @@ from django.http import HttpRequest
 from django.utils import timezone
 
 from apps.audit.choices import AuditAction
-from apps.audit.models import AuditEvent
-from apps.audit.services import record_event
+from apps.audit.services import build_event, record_event
 from apps.certificates.choices import CertificateSource, CertificateStatus
 from apps.certificates.models import Certificate, CertificateRequest
 from apps.certificates.services import (
@@ -261,32 +260,18 @@ def _enroll_in_one_statement(
     except (IssuanceRefused, *REFUSALS):
         return None
     now = timezone.now()
-    source_ip = client_ip(request)
-    public_key_der = csr.public_key().public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
-    row = CertificateRequest(
-        template=template,
-        transaction_id=pki_request.transaction_id,
-        public_key_sha256=hashlib.sha256(public_key_der).hexdigest(),
-        public_key_der=public_key_der,
-        requested_subject=csr.subject.rfc4514_string(),
-        status=CertificateRequest.Status.ISSUED,
-        source_ip=source_ip,
-        created_at=now,
-    )
+    row = _request_row(endpoint, pki_request, request)
+    row.status, row.created_at = CertificateRequest.Status.ISSUED, now
     _store_requested(row, requested)
     certificate = certificate_row(cert=cert, template=template, source=CertificateSource.SCEP)
     certificate.created_at = now
-    event = AuditEvent(
-        created_at=now,
-        actor_repr="system",
+    event = build_event(
         action=AuditAction.ISSUE,
-        content_type_id=commit.certificate_content_type_id(),
-        object_repr=str(certificate)[:255],
+        obj=certificate,
+        request=request,
         message=f"issued by {template.ca} from template {template}",
-        source_ip=source_ip,
     )
+    event.created_at = now
     try:
         certificate.pk = commit.record_enrollment(
             template=template,
@@ -294,7 +279,7 @@ def _enroll_in_one_statement(
             certificate=certificate,
             audit_event=event,
             source_scope=AttemptCounter.Scope.SOURCE,
-            source_identifier=source_ip or "unknown",
+            source_identifier=row.source_ip or "unknown",
             now=now,
         )
     except IntegrityError:
@@ -495,16 +480,26 @@ def _claim_transaction(
     endpoint: Endpoint, pki_request: PKIRequest, request, renewal_of: Certificate | None = None
 ) -> CertificateRequest:
     """The request row, inserted first: its unique transactionID serializes duplicates."""
+    row = _request_row(endpoint, pki_request, request, renewal_of=renewal_of)
+    row.save(force_insert=True)
+    return row
+
+
+def _request_row(
+    endpoint: Endpoint, pki_request: PKIRequest, request, renewal_of: Certificate | None = None
+) -> CertificateRequest:
+    """A pending request row for ``pki_request``, not saved."""
     csr = pki_request.csr
-    return CertificateRequest.objects.create(
+    public_key_der = csr.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return CertificateRequest(
         template=endpoint.template,
         transaction_id=pki_request.transaction_id,
         renewal=renewal_of is not None,
         renewal_of=renewal_of,
-        public_key_sha256=_public_key_sha256(csr.public_key()),
-        public_key_der=csr.public_key().public_bytes(
-            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-        ),
+        public_key_sha256=hashlib.sha256(public_key_der).hexdigest(),
+        public_key_der=public_key_der,
         requested_subject=csr.subject.rfc4514_string(),
         status=CertificateRequest.Status.PENDING,
         source_ip=client_ip(request),
