@@ -191,10 +191,14 @@ def test_a_refused_request_writes_nothing(scep, template_static):
     Certificate.objects.all().delete()
     CertificateRequest.objects.all().delete()
 
+    issued_events = AuditEvent.objects.filter(action="issue").count()
+
     _, result = enroll(scep, template_static, challenge="not it")
 
     assert result.status is PKIStatus.FAILURE
     assert nothing_issued()
+    assert AuditEvent.objects.filter(action="issue").count() == issued_events
+    assert AttemptCounter.objects.get(template=template_static, identifier=SOURCE).failures == 1
 
 
 @pytest.mark.django_db(transaction=True)
