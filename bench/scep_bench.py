@@ -7,10 +7,12 @@
 Both servers listen on 127.0.0.1 ports of their own (scepserver 2.1 has no bind option and
 listens on every interface; the load goes to 127.0.0.1 only):
 - mdmcerts: migrated and bootstrapped (``bootstrap --demo``: a static-challenge template
-  whose subject comes from the request), then gunicorn with ``--workers``/``--threads``,
-  DEBUG off. With DATABASE_URL on PostgreSQL the run uses a database of its own on that
-  server, ``<name>_bench`` (or the URL's name when it already ends in ``_bench``), created
-  afresh and dropped at the end; otherwise SQLite in a temporary MDMCERTS_VAR_DIR.
+  whose subject comes from the request), then gunicorn (``--worker-class``, by default
+  gevent: one worker per core, each with a pool of PostgreSQL connections,
+  ``DATABASE_POOL_MAX_SIZE``), DEBUG off. With DATABASE_URL on PostgreSQL the run uses a
+  database of its own on that server, ``<name>_bench`` (or the URL's name when it already
+  ends in ``_bench``), created afresh and dropped at the end; otherwise SQLite in a
+  temporary MDMCERTS_VAR_DIR.
 - micromdm: ``scepserver`` with a fresh RSA 2048 CA and the same static challenge.
 
 Before timing it builds the load: per request a fresh RSA 2048 key (the same keys for both
@@ -19,7 +21,10 @@ PKCSReq signed with SHA-256 and encrypted with AES-128-CBC (which both accept) t
 server's RA (mdmcerts) or CA (scepserver). Each concurrency level sends its own slice of
 the load to each server over ``http.client`` connections (kept alive where the server
 allows), bounded by a per-request timeout and a per-level time budget; the replies are
-verified after timing.
+verified after timing. Each level runs ``--rounds`` times, the servers taking turns to go
+first, each round on a fresh slice: the ratio of each round is printed, and the table
+pools the rounds (a burst of other work on the machine then moves one round, not the
+result).
 
 Prints, per server and concurrency: enrollments per second, p50/p99 latency, failed
 enrollments (anything but a verified SUCCESS) and the ratio mdmcerts/micromdm; then checks
@@ -159,23 +164,36 @@ def _interrupt(signum: int, frame: object) -> NoReturn:
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--requests", type=int, default=200, help="per server and level")
+    parser.add_argument("--requests", type=int, default=200, help="per server, level, round")
+    parser.add_argument("--rounds", type=int, default=3, help="runs of each level per server")
     parser.add_argument("--concurrency", default="1,4,8", help="comma-separated levels")
     parser.add_argument("--warmup", type=int, default=16, help="requests per server first")
-    # Two sync workers per core. Since an enrollment is one SQL statement (apps/scep/
-    # commit.py), a worker waiting on PostgreSQL's commit leaves its core to another:
-    # measured at c=4 on 2 cores (2026-11-22, three runs each, ratio to scepserver),
-    # 2 workers 0.67-0.82x, 3 workers 0.75-0.90x, 4 workers 0.86-1.05x. Threads lose to the
-    # GIL, and gthread's keep-alive pins each connection to the worker that accepted it.
-    parser.add_argument("--workers", type=int, default=4, help="gunicorn worker processes")
-    parser.add_argument("--threads", type=int, default=1, help="gunicorn threads per worker")
+    # gevent, one worker per core: a request waiting on PostgreSQL's commit leaves the
+    # process to another request's crypto, and two processes keep their caches warm where
+    # four sync workers (the previous default) evict each other's: 4.1-4.6 against
+    # 5.1-5.4 ms of worker CPU per enrollment (docs/benchmarks.md).
+    parser.add_argument("--worker-class", choices=("gevent", "sync", "gthread"), default="gevent")
+    parser.add_argument(
+        "--workers", type=int, default=os.cpu_count() or 1, help="gunicorn worker processes"
+    )
+    parser.add_argument("--threads", type=int, default=1, help="gthread: threads per worker")
+    parser.add_argument(
+        "--worker-connections",
+        type=int,
+        default=16,
+        help="gevent: requests (and pooled database connections) per worker",
+    )
     parser.add_argument("--timeout", type=float, default=10.0, help="seconds per request")
     parser.add_argument("--level-budget", type=float, default=120.0, help="seconds per level")
     parser.add_argument("--keep-db", action="store_true", help="keep the PostgreSQL bench db")
     args = parser.parse_args()
     args.levels = [int(level) for level in args.concurrency.split(",")]
-    if min(args.requests, args.workers, args.threads, *args.levels) < 1 or args.warmup < 0:
-        parser.error("--requests, --concurrency, --workers and --threads must be positive")
+    counts = (args.requests, args.rounds, args.workers, args.threads, args.worker_connections)
+    if min(*counts, *args.levels) < 1 or args.warmup < 0:
+        parser.error(
+            "--requests, --rounds, --concurrency, --workers, --threads and "
+            "--worker-connections must be positive"
+        )
     return args
 
 
@@ -185,15 +203,15 @@ def run(args: argparse.Namespace, stack: contextlib.ExitStack) -> int:
     env, vendor = django_env(tmp, stack, keep_db=args.keep_db)
     challenge = prepare_mdmcerts(env)
     servers = {
-        MDMCERTS: start_mdmcerts(env, tmp, stack, workers=args.workers, threads=args.threads),
+        MDMCERTS: start_mdmcerts(env, tmp, stack, args),
         MICROMDM: start_scepserver(tmp, stack, challenge=challenge),
     }
-    total = args.warmup + args.requests * len(args.levels)
+    total = args.warmup + args.requests * len(args.levels) * args.rounds
     print(f"building {total} PKCSReqs per server (RSA 2048 keys, AES-128-CBC, SHA-256)...")
     load = build_load(total, challenge, servers)
     idle_before = background_busy()
     results = measure(args, servers, load)
-    report(results, args, vendor, load_size=args.requests)
+    report(results, args, vendor)
     print(
         f"CPU used by other processes while both servers were idle, before/after timing: "
         f"{idle_before:.0%}/{background_busy():.0%} of the machine"
@@ -253,12 +271,18 @@ def manage(env: dict, *argv: str, stdin: str | None = None) -> str:
 
 
 def start_mdmcerts(
-    env: dict, tmp: Path, stack: contextlib.ExitStack, *, workers: int, threads: int
+    env: dict, tmp: Path, stack: contextlib.ExitStack, args: argparse.Namespace
 ) -> Server:
     port = free_port()
     env = {**env, "PUBLIC_BASE_URL": f"http://{HOST}:{port}"}
     command = [sys.executable, "-m", "gunicorn", "mdmcerts.wsgi:application"]
-    command += ["--bind", f"{HOST}:{port}", "--workers", str(workers), "--threads", str(threads)]
+    command += ["--bind", f"{HOST}:{port}", "--workers", str(args.workers)]
+    command += ["--worker-class", args.worker_class]
+    if args.worker_class == "gevent":
+        command += ["--worker-connections", str(args.worker_connections)]
+        env["DATABASE_POOL_MAX_SIZE"] = str(args.worker_connections)
+    elif args.worker_class == "gthread":
+        command += ["--threads", str(args.threads)]
     command += ["--no-control-socket", "--log-level", "warning", "--graceful-timeout", "5"]
     log = tmp / "gunicorn.log"
     process = start(command, env, log, stack)
@@ -404,18 +428,44 @@ def build_enrollment(job: tuple[str, str, dict[str, bytes]]) -> Enrollment:
 def measure(
     args: argparse.Namespace, servers: dict[str, Server], load: list[Enrollment]
 ) -> list[LevelResult]:
-    """Warm-up, then every level against each server in turn, on the same slice."""
-    slices = iter(chunks(load, [args.warmup] + [args.requests] * len(args.levels)))
+    """Warm-up, then every level ``--rounds`` times against each server in turn (the
+    first server alternating), each round on a slice of its own that both servers get;
+    the rounds of a level are pooled into one result per server."""
+    rounds = len(args.levels) * args.rounds
+    slices = iter(chunks(load, [args.warmup] + [args.requests] * rounds))
     warmup = next(slices)
     results = []
     for name in SERVERS:
         results.append(level(servers[name], warmup, max(args.levels), args))
         say(results[-1], "warm-up")
-    for concurrency, part in zip(args.levels, slices, strict=True):
-        for name in SERVERS:
-            results.append(level(servers[name], part, concurrency, args))
-            say(results[-1], f"c={concurrency}")
+    for concurrency in args.levels:
+        pooled: dict[str, list[LevelResult]] = {name: [] for name in SERVERS}
+        for round_number in range(args.rounds):
+            part = next(slices)
+            order = SERVERS if round_number % 2 == 0 else SERVERS[::-1]
+            for name in order:
+                pooled[name].append(level(servers[name], part, concurrency, args))
+                say(pooled[name][-1], f"c={concurrency} round {round_number + 1}")
+            ours, theirs = pooled[MDMCERTS][-1], pooled[MICROMDM][-1]
+            if theirs.per_second:
+                print(f"  round ratio {ours.per_second / theirs.per_second:.2f}x")
+        results += [merged(pooled[name]) for name in SERVERS]
     return results
+
+
+def merged(rounds: list[LevelResult]) -> LevelResult:
+    """One result for the rounds of a level: counts, time and latencies added up."""
+    first = rounds[0]
+    total = LevelResult(first.server, first.concurrency, 0, 0.0, [])
+    for result in rounds:
+        total.planned += result.planned
+        total.elapsed += result.elapsed
+        total.latencies += result.latencies
+        total.succeeded += result.succeeded
+        total.serials += result.serials
+        for why, count in result.failures.items():
+            total.failures[why] = total.failures.get(why, 0) + count
+    return total
 
 
 def say(result: LevelResult, label: str) -> None:
@@ -558,14 +608,12 @@ def percentile(values: list[float], fraction: float) -> float:
     return 1000 * ordered[max(0, math.ceil(fraction * len(ordered)) - 1)]
 
 
-def report(
-    results: list[LevelResult], args: argparse.Namespace, vendor: str, *, load_size: int
-) -> None:
+def report(results: list[LevelResult], args: argparse.Namespace, vendor: str) -> None:
     measured = results[len(SERVERS) :]  # the warm-up is not reported
     print()
     print(
-        f"SCEP PKCSReq enrollments, {load_size} per server and level; mdmcerts on {vendor}, "
-        f"gunicorn {gunicorn_shape(args)}; {os.cpu_count()} cores"
+        f"SCEP PKCSReq enrollments, {args.rounds} x {args.requests} per server and level; "
+        f"mdmcerts on {vendor}, gunicorn {gunicorn_shape(args)}; {os.cpu_count()} cores"
     )
     print("concurrency  server     enroll/s   p50 ms   p99 ms  failed  mdmcerts/micromdm")
     by_level = {(r.server, r.concurrency): r for r in measured}
@@ -582,9 +630,11 @@ def report(
 
 
 def gunicorn_shape(args: argparse.Namespace) -> str:
-    if args.threads == 1:
-        return f"{args.workers} sync workers"
-    return f"{args.workers} gthread workers x {args.threads} threads"
+    if args.worker_class == "gevent":
+        return f"{args.workers} gevent workers x {args.worker_connections} connections"
+    if args.worker_class == "gthread":
+        return f"{args.workers} gthread workers x {args.threads} threads"
+    return f"{args.workers} sync workers"
 
 
 def background_busy(seconds: float = 1.0) -> float:
