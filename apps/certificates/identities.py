@@ -77,6 +77,11 @@ class IdentityNotIssued(Exception):
     sign); the message is safe to show and nothing was stored."""
 
 
+class IdentityNotRequested(IdentityNotIssued):
+    """No enrollment with the template's external CA was started for the device yet: the
+    generation task starts it (``request_generation``)."""
+
+
 # --- generation ---------------------------------------------------------------------------
 
 
@@ -201,10 +206,12 @@ def generate_early(*, profile: Profile) -> None:
     The request never fails for it: with the broker down the failure is logged and the
     beat sweep generates the identities later (or the delivery, on demand)."""
     if profile.payloads.filter(kind=PayloadKind.PKCS12).exists():
-        transaction.on_commit(_enqueue_generation, robust=True)
+        transaction.on_commit(request_generation, robust=True)
 
 
-def _enqueue_generation() -> None:
+def request_generation() -> None:
+    """Enqueue the generation task now (call it through ``transaction.on_commit``). Never
+    raises: with the broker down the beat sweep generates the identities later."""
     try:
         # Imported here: tasks import this module.
         from apps.certificates import tasks
@@ -454,7 +461,7 @@ def _ensure_external(
         if identity is not None and _deliverable(identity, now):
             return identity, False
         if not enroll:
-            raise IdentityNotIssued(_enrollment_state(device, template))
+            raise _not_issued_yet(device, template)
         pending = _claim_enrollment(device=device, template=template, profile=profile)
     certificate = _enroll_upstream(pending)
     with transaction.atomic():
@@ -497,18 +504,23 @@ def _renew_external(certificate: Certificate) -> bool:
     return True
 
 
-def _enrollment_state(device: Device, template: CertificateTemplate) -> str:
+def _not_issued_yet(device: Device, template: CertificateTemplate) -> IdentityNotIssued:
     """Where the device's enrollment with the template's external CA stands, for a
-    delivery that cannot carry the identity yet."""
+    delivery that cannot carry the identity yet: ``IdentityNotRequested`` when it was
+    never started (one started is retried by the sweep, not at every check-in)."""
     ca = template.ca
     row = ExternalEnrollment.objects.filter(device=device, template=template).first()
     if row is None:
-        return f"the identity is requested from external CA server {ca} by the next generation"
+        return IdentityNotRequested(
+            f"the identity is requested from external CA server {ca} by the next generation"
+        )
     if row.last_error:
-        return f"enrollment with external CA server {ca} failed, retried later: {row.last_error}"
-    if row.pending_since is not None:
-        return f"external CA server {ca} has the request pending since {row.pending_since:%c}"
-    return f"enrollment with external CA server {ca} is in progress"
+        state = f"enrollment with external CA server {ca} failed, retried later: {row.last_error}"
+    elif row.pending_since is not None:
+        state = f"external CA server {ca} has the request pending since {row.pending_since:%c}"
+    else:
+        state = f"enrollment with external CA server {ca} is in progress"
+    return IdentityNotIssued(state)
 
 
 def _claim_enrollment(

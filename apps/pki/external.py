@@ -21,6 +21,7 @@ from apps.pki.models import CertificateAuthority
 
 logger = logging.getLogger(__name__)
 FINGERPRINT = re.compile(r"^[0-9a-f]{64}$")
+MAX_CERTIFICATES_PEM = 256 * 1024  # characters: a chain of CA certificates, with room
 
 
 class FingerprintMismatch(ValueError):
@@ -63,6 +64,28 @@ def pin(
     ca.set_identity(issuing, None)
     ca.chain_pem = "".join(crypto.cert_pem(c) for c in certificates if c is not issuing)
     return issuing
+
+
+def read_ca_certificates(
+    ca: CertificateAuthority, *, pem: str = "", fetch: bool = False
+) -> list[x509.Certificate] | None:
+    """The certificates to pin on ``ca``: those of ``pem`` when given, else what its
+    GetCACert returns now when ``fetch``, else None (the pinned ones stay). ``ValueError``
+    for a PEM without a certificate, ``UpstreamError`` when the CA cannot be used."""
+    if pem.strip():
+        if len(pem) > MAX_CERTIFICATES_PEM:
+            raise ValueError("The PEM is too large for CA certificates.")
+        return load_pem_certificates(pem.encode())
+    if fetch:
+        return upstream_for(ca).fetch_ca_certificates()
+    return None
+
+
+def check_expected_fingerprint(certificates: list[x509.Certificate], expected: str) -> None:
+    """``FingerprintMismatch`` unless the issuing CA of ``certificates`` has the SHA-256
+    fingerprint ``expected`` (nothing to check when it is empty)."""
+    if expected:
+        pin(CertificateAuthority(), certificates, expected=expected)
 
 
 def fetch_and_pin(ca: CertificateAuthority, *, expected: str = "") -> x509.Certificate:

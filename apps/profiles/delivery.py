@@ -17,7 +17,13 @@ from django.utils import timezone
 
 from apps.audit.choices import AuditAction
 from apps.audit.services import record_event
-from apps.certificates.identities import IdentityNotIssued, current_identity, mark_delivered
+from apps.certificates.identities import (
+    IdentityNotIssued,
+    IdentityNotRequested,
+    current_identity,
+    mark_delivered,
+    request_generation,
+)
 from apps.certificates.models import Identity
 from apps.devices.choices import DeviceStatus
 from apps.devices.models import Device
@@ -47,6 +53,11 @@ NEEDS_SENDING = (
 
 class ExternalCAFailure(Exception):
     """An external CA did not give what a delivery needs; the message says which and why."""
+
+
+class IdentityAwaited(ProfileNotRenderable):
+    """A PKCS#12 payload's identity comes from an external CA that was not asked for it
+    yet: the generation task enrolls it, and the next check-in delivers it."""
 
 
 class AckRefused(Exception):
@@ -132,7 +143,8 @@ def render_delivery(delivery: Delivery) -> dict | None:
     rendered for the device (a variable without a value, a template Apple devices cannot
     use, an external CA that gives no challenge) is not sent: the delivery becomes
     ``failed`` with the reason, its challenges and any identity generated for it are
-    discarded, and None is returned (an external CA's failure is audited too). None too
+    discarded, and None is returned (an external CA's failure is audited too; an identity
+    never yet asked of an external CA is asked of the generation task at once). None too
     when another check-in sent this delivery first.
     """
     with transaction.atomic():
@@ -144,6 +156,10 @@ def render_delivery(delivery: Delivery) -> dict | None:
                 item = _render(delivery)
         except (VariableValueMissing, ProfileNotRenderable) as exc:
             _mark_failed(delivery, str(exc))
+            if isinstance(exc, IdentityAwaited):
+                # Here, outside the rolled-back savepoint, so that it survives: the device
+                # need not wait for the hourly sweep.
+                transaction.on_commit(request_generation, robust=True)
             return None
         except ExternalCAFailure as exc:
             _mark_failed(delivery, str(exc))
@@ -244,7 +260,10 @@ def _current_identities(delivery: Delivery) -> dict[uuid.UUID, Identity]:
                 device=delivery.device, template=payload.template, profile=delivery.profile
             )
         except IdentityNotIssued as exc:
-            raise ProfileNotRenderable(f"PKCS#12 payload {payload.display_name!r}: {exc}") from exc
+            failure = (
+                IdentityAwaited if isinstance(exc, IdentityNotRequested) else ProfileNotRenderable
+            )
+            raise failure(f"PKCS#12 payload {payload.display_name!r}: {exc}") from exc
     delivery.identities.set(identities.values())
     return identities
 

@@ -137,8 +137,9 @@ def _external_challenge(payload: ProfilePayload, challenges: Mapping) -> str:
         challenge = challenges.get(payload.uuid, "")
         if not challenge:
             raise ProfileNotRenderable(
-                f"SCEP payload {payload.display_name!r}: CA server {ca} hands out dynamic "
-                "challenges, fetched when the profile is delivered to its device only"
+                f"SCEP payload {payload.display_name!r}: CA server {ca} hands out one-time "
+                "challenges; the challenge is fetched when the profile is delivered to its "
+                "device, so the profile cannot be downloaded by hand"
             )
         return challenge
     return ""

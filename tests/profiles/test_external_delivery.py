@@ -25,9 +25,9 @@ from apps.profiles.choices import PayloadKind
 from apps.profiles.models import Delivery
 from apps.profiles.services import assign
 from apps.scep.proxy import SIGNING_SALT
+from tests import ndes_double
 from tests.factories import force_template
-from tests.pki import test_ndes_challenge as ndes_double
-from tests.pki.test_ndes_challenge import CHALLENGE, PASSWORD, USERNAME
+from tests.ndes_double import CHALLENGE, PASSWORD, USERNAME
 from tests.profiles.apple_schema import assert_valid_mobileconfig
 from tests.profiles.conftest import SANS, SUBJECT
 from tests.profiles.factories import force_device, force_payload, force_profile

@@ -21,6 +21,10 @@ class HttpFailure(Exception):
     """The request did not get an answer; the message is safe to show."""
 
 
+class HttpTimeout(HttpFailure):
+    """The server did not answer (or finish its answer) within the timeout."""
+
+
 @dataclass(frozen=True)
 class HttpResponse:
     status: int
@@ -66,7 +70,7 @@ def request(
     except HttpFailure:
         raise
     except TimeoutError:
-        raise HttpFailure(f"{describe(url)} did not answer within {timeout:g} s") from None
+        raise HttpTimeout(f"{describe(url)} did not answer within {timeout:g} s") from None
     except ssl.SSLCertVerificationError as exc:
         raise HttpFailure(
             f"the TLS certificate of {parts.hostname} is not trusted ({exc.verify_message}); "
@@ -94,7 +98,7 @@ def _read(response: http.client.HTTPResponse, deadline: float, timeout: float) -
         if size > MAX_RESPONSE_BYTES:
             raise HttpFailure(f"the answer is larger than {MAX_RESPONSE_BYTES} bytes")
         if time.monotonic() > deadline:
-            raise HttpFailure(f"the answer did not arrive within {timeout:g} s")
+            raise HttpTimeout(f"the answer did not arrive within {timeout:g} s")
         chunks.append(chunk)
     content_type = (response.getheader("Content-Type") or "").split(";")[0].strip().lower()
     return HttpResponse(status=response.status, content_type=content_type, body=b"".join(chunks))

@@ -21,7 +21,7 @@ from cryptography import x509
 
 from apps.pki import crypto, ndes
 from apps.pki.backends import IssuanceError, IssuanceSpec
-from apps.pki.backends.http import HttpFailure, describe, request, tls_context
+from apps.pki.backends.http import HttpFailure, HttpTimeout, describe, request, tls_context
 from apps.pki.choices import ExternalChallengeType
 from apps.pki.models import CertificateAuthority
 from apps.scep.protocol import (
@@ -40,7 +40,12 @@ wait = time.sleep
 
 
 class UpstreamError(IssuanceError):
-    """The external CA could not be used; the message is safe to show and holds no secret."""
+    """The external CA could not be used; the message is safe to show and holds no secret.
+    ``timed_out``: it did not answer within its timeout (a gateway timeout, not an error)."""
+
+    def __init__(self, message: str, *, timed_out: bool = False) -> None:
+        super().__init__(message)
+        self.timed_out = timed_out
 
 
 class EnrollmentRefused(UpstreamError):
@@ -98,7 +103,9 @@ class ScepUpstream:
         try:
             response = request(method, url, timeout=self.timeout, tls=self._context(), **kwargs)
         except HttpFailure as exc:
-            raise UpstreamError(f"CA server {self.ca.name}: {exc}") from None
+            raise UpstreamError(
+                f"CA server {self.ca.name}: {exc}", timed_out=isinstance(exc, HttpTimeout)
+            ) from None
         return UpstreamReply(response.status, response.content_type, response.body)
 
     def _context(self):
