@@ -9,6 +9,7 @@ from django import forms
 from django.conf import settings
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
+from django.db.models import F
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
@@ -19,13 +20,19 @@ from django.utils.html import format_html
 from apps.audit.admin import AuditedAdminMixin
 from apps.certificates import identities_admin  # noqa: F401 (registers the Identity admin)
 from apps.certificates.choices import CertificateStatus
-from apps.certificates.models import Certificate, CertificateRequest, LifecycleSettings
+from apps.certificates.models import (
+    Certificate,
+    CertificateRequest,
+    CertificateToRevokeAtCA,
+    LifecycleSettings,
+)
 from apps.certificates.services import (
     GRACE_STATUSES,
     AlreadyRevoked,
     IssuanceRefused,
     RequestNotPending,
     approve_request,
+    mark_revoked_at_ca,
     reject_request,
     renewals_due,
     revoke_certificate,
@@ -88,6 +95,23 @@ class RevocationDueFilter(admin.SimpleListFilter):
         return queryset
 
 
+class RevokeAtCAFilter(admin.SimpleListFilter):
+    title = "revocation at the CA"
+    parameter_name = "revoke_at_ca"
+
+    def lookups(self, request, model_admin):
+        return [("todo", "To do"), ("done", "Done")]
+
+    def queryset(self, request, queryset):
+        if self.value() == "todo":
+            return queryset.filter(
+                revoke_at_ca_requested_at__isnull=False, revoke_at_ca_done_at__isnull=True
+            )
+        if self.value() == "done":
+            return queryset.filter(revoke_at_ca_done_at__isnull=False)
+        return queryset
+
+
 class RevokeForm(forms.Form):
     reason = forms.ChoiceField(
         choices=RevocationReason.choices,
@@ -119,6 +143,7 @@ class CertificateAdmin(AuditedAdminMixin, admin.ModelAdmin):
         ExpiresWithinFilter,
         RenewalFilter,
         RevocationDueFilter,
+        RevokeAtCAFilter,
         "pending_revocation_cause",
         "ca",
         "template",
@@ -159,6 +184,8 @@ class CertificateAdmin(AuditedAdminMixin, admin.ModelAdmin):
         "pending_revocation_since",
         "revoke_after",
         "removed_at",
+        "revoke_at_ca_requested_at",
+        "revoke_at_ca_done_at",
     ]
     fieldsets = [
         (None, {"fields": certificate_fields}),
@@ -181,6 +208,8 @@ class CertificateAdmin(AuditedAdminMixin, admin.ModelAdmin):
 
     @admin.display(description="lifecycle")
     def lifecycle(self, cert: Certificate) -> str:
+        if cert.awaits_revocation_at_ca:
+            return f"to revoke at the CA (since {cert.revoke_at_ca_requested_at:%Y-%m-%d %H:%M})"
         if cert.status in GRACE_STATUSES and cert.revoke_after is not None:
             return f"revocation due {cert.revoke_after:%Y-%m-%d %H:%M}"
         if cert.renewal_triggered_at is not None and cert.status == CertificateStatus.ACTIVE:
@@ -264,16 +293,19 @@ class CertificateAdmin(AuditedAdminMixin, admin.ModelAdmin):
             raise PermissionDenied
         form = RevokeForm(request.POST if "reason" in request.POST else None)
         if form.is_valid():
-            done = 0
+            done = at_ca = 0
             for cert in queryset:
                 try:
-                    revoke_certificate(
+                    row = revoke_certificate(
                         certificate=cert, reason=form.cleaned_data["reason"], request=request
                     )
                     done += 1
+                    at_ca += row.awaits_revocation_at_ca
                 except AlreadyRevoked as exc:
                     self.message_user(request, str(exc), messages.WARNING)
             self.message_user(request, f"{done} certificate(s) revoked.", messages.SUCCESS)
+            if at_ca:
+                self.message_user(request, _revoke_at_ca_notice(at_ca), messages.WARNING)
             return None if not single else _redirect_to(queryset.first())
         context = {
             **self.admin_site.each_context(request),
@@ -293,6 +325,88 @@ class CertificateAdmin(AuditedAdminMixin, admin.ModelAdmin):
     @admin.action(description="Download selected as DER")
     def download_der(self, request, queryset):
         return _certificates_response(queryset, "der")
+
+
+@admin.register(CertificateToRevokeAtCA)
+class CertificateToRevokeAtCAAdmin(admin.ModelAdmin):
+    """The "revoke at the CA" list: certificates of external SCEP CAs that mdmcerts revoked
+    (a revocation sweep or an administrator) and SCEP cannot revoke at the CA. An
+    administrator revokes each at its CA (by serial number), then marks it done here."""
+
+    list_display = [
+        "subject",
+        "serial_hex",
+        "ca",
+        "template",
+        "device",
+        "revocation_reason",
+        "revoke_at_ca_requested_at",
+        "revoke_at_ca_done_at",
+    ]
+    list_filter = [RevokeAtCAFilter, "ca", "template", "revocation_reason"]
+    search_fields = ["serial", "subject", "fingerprint_sha256", "device__name"]
+    list_select_related = ["ca", "template", "device"]
+    show_full_result_count = False
+    ordering = [F("revoke_at_ca_done_at").desc(nulls_first=True), "revoke_at_ca_requested_at"]
+    actions = ["mark_revoked_at_ca", "download_pem"]
+    fields = [
+        "subject",
+        "serial_hex",
+        "fingerprint_sha256",
+        "ca",
+        "template",
+        "device",
+        "profile",
+        "not_after",
+        "revoked_at",
+        "revocation_reason",
+        "revoke_at_ca_requested_at",
+        "revoke_at_ca_done_at",
+    ]
+    readonly_fields = fields
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).filter(revoke_at_ca_requested_at__isnull=False)
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
+
+    def get_search_results(self, request, queryset, search_term):
+        if HEX_TERM.match(search_term.strip()):
+            search_term = search_term.replace(":", "").strip().lower()
+        return super().get_search_results(request, queryset, search_term)
+
+    @admin.display(description="serial number", ordering="serial")
+    def serial_hex(self, cert: Certificate) -> str:
+        return cert.serial_colon_hex
+
+    @admin.action(description="Mark selected as revoked at the CA", permissions=["change"])
+    def mark_revoked_at_ca(self, request, queryset) -> None:
+        count = mark_revoked_at_ca(certificates=queryset, request=request)
+        skipped = queryset.count() - count
+        self.message_user(request, f"{count} certificate(s) marked revoked at the CA.")
+        if skipped:
+            self.message_user(
+                request, f"{skipped} were marked revoked at the CA already.", messages.WARNING
+            )
+
+    @admin.action(description="Download selected as PEM")
+    def download_pem(self, request, queryset):
+        return _certificates_response(queryset, "pem")
+
+
+def _revoke_at_ca_notice(count: int):
+    url = reverse("admin:certificates_certificatetorevokeatca_changelist") + "?revoke_at_ca=todo"
+    return format_html(
+        "{} of them come from an external SCEP CA, which SCEP cannot ask to revoke: revoke "
+        'them at the CA, then mark them done in <a href="{}">Certificates to revoke at the '
+        "CA</a>.",
+        count,
+        url,
+    )
 
 
 def _certificate_link(cert: Certificate | None):

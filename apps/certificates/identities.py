@@ -38,25 +38,32 @@ from apps.certificates.services import (
     AlreadyRevoked,
     IssuanceRefused,
     lifecycle_settings,
+    record_certificate,
     record_refusal,
+    renewal_predecessor,
     revoke_certificate,
     sign_and_record,
+    supersede,
 )
 from apps.core import secrets
 from apps.core.fields import secret_context
 from apps.devices.choices import APPLE_PLATFORMS, DeviceStatus
 from apps.devices.models import Device
 from apps.enrollment.choices import KeyGeneration
-from apps.enrollment.models import CertificateTemplate
+from apps.enrollment.models import CertificateTemplate, ExternalEnrollment
+from apps.enrollment.rendering import TemplateRequestError, build_issuance_spec
 from apps.enrollment.variables import VariableValueMissing, values_for
 from apps.pki import crypto
+from apps.pki.backends.scep import EnrollmentRefused, PendingRequest, UpstreamError, upstream_for
 from apps.pki.choices import RevocationReason
 from apps.profiles.choices import DeliveryStatus, PayloadKind, ProfilePlatform
 from apps.profiles.models import Profile, ProfilePayload
+from apps.scep.protocol import client
 
 logger = logging.getLogger(__name__)
 
 KEY_CONTEXT = secret_context(Identity, "private_key")
+EXTERNAL_KEY_CONTEXT = secret_context(ExternalEnrollment, "private_key")
 # Certificates still worth delivering: a pending revocation may yet be cancelled.
 DELIVERABLE = (CertificateStatus.ACTIVE, CertificateStatus.PENDING_REVOCATION)
 PASSWORD_BYTES = 24  # 192 random bits per delivery, beyond any guessing whatever the KDF
@@ -70,6 +77,11 @@ class IdentityNotIssued(Exception):
     sign); the message is safe to show and nothing was stored."""
 
 
+class IdentityNotRequested(IdentityNotIssued):
+    """No enrollment with the template's external CA was started for the device yet: the
+    generation task starts it (``request_generation``)."""
+
+
 # --- generation ---------------------------------------------------------------------------
 
 
@@ -79,6 +91,8 @@ def current_identity(
     """The device's current identity for ``template``, generated now if it has none or its
     certificate can no longer be delivered (revoked, expired). ``IdentityNotIssued`` if it
     cannot be generated. Takes the device's row lock until the caller's transaction ends."""
+    if template is not None and template.uses_external_ca:
+        return _ensure_external(device=device, template=template, profile=profile, enroll=False)[0]
     return _ensure(device=device, template=template, profile=profile)[0]
 
 
@@ -192,10 +206,12 @@ def generate_early(*, profile: Profile) -> None:
     The request never fails for it: with the broker down the failure is logged and the
     beat sweep generates the identities later (or the delivery, on demand)."""
     if profile.payloads.filter(kind=PayloadKind.PKCS12).exists():
-        transaction.on_commit(_enqueue_generation, robust=True)
+        transaction.on_commit(request_generation, robust=True)
 
 
-def _enqueue_generation() -> None:
+def request_generation() -> None:
+    """Enqueue the generation task now (call it through ``transaction.on_commit``). Never
+    raises: with the broker down the beat sweep generates the identities later."""
     try:
         # Imported here: tasks import this module.
         from apps.certificates import tasks
@@ -220,8 +236,9 @@ def generate_pending_identities(now: datetime.datetime | None = None) -> int:
     now = now or timezone.now()
     generated = 0
     for device, template, profile in _pending():
+        ensure = _ensure_external if template.uses_external_ca else _ensure
         try:
-            _, created = _ensure(device=device, template=template, profile=profile, now=now)
+            _, created = ensure(device=device, template=template, profile=profile, now=now)
         except IdentityNotIssued as exc:
             logger.warning("early generation for device %s skipped: %s", device.pk, exc)
             continue
@@ -366,6 +383,8 @@ def renew_identity(certificate: Certificate) -> bool:
     cannot be issued (logged and audited); then nothing changed."""
     from apps.profiles.delivery import redeliver  # imported here: delivery imports this module
 
+    if certificate.template is not None and certificate.template.uses_external_ca:
+        return _renew_external(certificate)
     try:
         with transaction.atomic():
             old = _renewable(certificate)
@@ -413,6 +432,248 @@ def _renewable(certificate: Certificate) -> Identity | None:
         return None
     identity.device = device
     return identity
+
+
+# --- external SCEP CAs ---------------------------------------------------------------------
+#
+# Server-side delivery from an external SCEP CA: mdmcerts generates the key, enrolls with
+# the CA as a SCEP client and keeps the identity like any other. Only the sweeps enroll
+# (early generation, renewal): a delivery never waits for an external CA, it fails with
+# where the enrollment stands and the next check-in after the sweep carries the identity.
+# The ``ExternalEnrollment`` row (key and transactionID) is committed before the request
+# leaves, and no lock is held while the CA is asked, except the device's lock the renewal
+# sweep holds (bounded by the CA server's timeout and retries).
+
+
+def _ensure_external(
+    *,
+    device: Device,
+    template: CertificateTemplate,
+    profile: Profile | None,
+    now: datetime.datetime | None = None,
+    enroll: bool = True,
+) -> tuple[Identity, bool]:
+    """The current identity for an external CA template, enrolled now when ``enroll``."""
+    now = now or timezone.now()
+    with transaction.atomic():
+        _lock_device(device)
+        identity = _current(device, template)
+        if identity is not None and _deliverable(identity, now):
+            return identity, False
+        if not enroll:
+            raise _not_issued_yet(device, template)
+        pending = _claim_enrollment(device=device, template=template, profile=profile)
+    certificate = _enroll_upstream(pending)
+    with transaction.atomic():
+        _lock_device(device)
+        identity = _current(device, template)
+        if identity is not None and _deliverable(identity, now):
+            return identity, False  # another run recorded this very enrollment
+        if identity is not None:
+            _retire(identity)
+        return _record_external(pending, certificate, now=now), True
+
+
+def _renew_external(certificate: Certificate) -> bool:
+    """``renew_identity`` for an external CA: enroll the replacement, then swap it in."""
+    from apps.profiles.delivery import redeliver  # imported here: delivery imports this module
+
+    with transaction.atomic():
+        old = _renewable(certificate)
+        if old is None:
+            return False
+        pending = _claim_enrollment(
+            device=old.device,
+            template=old.template,
+            profile=old.certificate.profile,
+            replaces=old.certificate,
+        )
+    try:
+        issued = _enroll_upstream(pending)
+    except IdentityNotIssued as exc:
+        logger.warning("identity of certificate %s not renewed: %s", certificate.pk, exc)
+        return False
+    with transaction.atomic():
+        old = _renewable(certificate)
+        if old is None:
+            return False
+        _retire(old)
+        new = _record_external(pending, issued, now=timezone.now())
+        for profile in carrying_profiles(device=new.device, template=new.template):
+            redeliver(new.device, profile=profile)
+    return True
+
+
+def _not_issued_yet(device: Device, template: CertificateTemplate) -> IdentityNotIssued:
+    """Where the device's enrollment with the template's external CA stands, for a
+    delivery that cannot carry the identity yet: ``IdentityNotRequested`` when it was
+    never started (one started is retried by the sweep, not at every check-in)."""
+    ca = template.ca
+    row = ExternalEnrollment.objects.filter(device=device, template=template).first()
+    if row is None:
+        return IdentityNotRequested(
+            f"the identity is requested from external CA server {ca} by the next generation"
+        )
+    if row.last_error:
+        state = f"enrollment with external CA server {ca} failed, retried later: {row.last_error}"
+    elif row.pending_since is not None:
+        state = f"external CA server {ca} has the request pending since {row.pending_since:%c}"
+    else:
+        state = f"enrollment with external CA server {ca} is in progress"
+    return IdentityNotIssued(state)
+
+
+def _claim_enrollment(
+    *,
+    device: Device,
+    template: CertificateTemplate,
+    profile: Profile | None,
+    replaces: Certificate | None = None,
+) -> ExternalEnrollment:
+    """The device's unfinished enrollment for ``template``, or a new one with a fresh key
+    and transactionID. Call with the device row locked."""
+    existing = ExternalEnrollment.objects.filter(device=device, template=template).first()
+    if existing is not None:
+        return existing
+    key = crypto.generate_private_key(template.key_algorithm)
+    row = ExternalEnrollment(
+        device=device,
+        template=template,
+        profile=profile,
+        replaces=replaces,
+        transaction_id=client.transaction_id_for(key.public_key()),
+        csr_der=b"",
+        private_key=secrets.encrypt(crypto.private_key_der(key), context=EXTERNAL_KEY_CONTEXT),
+    )
+    row.save(force_insert=True)
+    return row
+
+
+def _enroll_upstream(row: ExternalEnrollment) -> x509.Certificate:
+    """Ask the external CA (PKCSReq while unanswered, CertPoll once PENDING). The
+    certificate, or ``IdentityNotIssued`` (still pending, refused, CA unreachable); a
+    refusal ends the enrollment, anything else leaves it for the next sweep. Each outcome
+    is saved on the row and every failure audited."""
+    template = row.template
+    key = _load_enrollment_key(row)
+    row.attempts += 1
+    row.last_attempt_at = timezone.now()
+    try:
+        certificate = _ask_upstream(row, key)
+    except EnrollmentRefused as exc:
+        row.delete()
+        return _enrollment_failed(template, row, str(exc))
+    except (UpstreamError, VariableValueMissing, TemplateRequestError) as exc:
+        row.last_error = str(exc)[:500]
+        row.save()
+        return _enrollment_failed(template, row, str(exc))
+    if certificate is None:
+        row.pending_since = row.pending_since or row.last_attempt_at
+        row.last_error = ""
+        row.save()
+        raise IdentityNotIssued(
+            f"external CA server {template.ca} has the request pending; "
+            "the next generation sweep polls it again"
+        )
+    return certificate
+
+
+def _ask_upstream(row: ExternalEnrollment, key: crypto.PrivateKey) -> x509.Certificate | None:
+    template = row.template
+    upstream = upstream_for(template.ca)
+    if row.pending_since is not None:
+        csr = x509.load_der_x509_csr(bytes(row.csr_der))
+        return upstream.poll(PendingRequest(key, csr, row.transaction_id))
+    spec = build_issuance_spec(
+        template=template, public_key=key.public_key(), values=values_for(device=row.device)
+    )
+    csr = client.certificate_request(
+        key=key,
+        subject=spec.subject,
+        sans=spec.sans,
+        challenge_password=upstream.challenge(),  # an NDES one is fetched just now
+        extensions=_requested_extensions(spec),
+    )
+    row.csr_der = csr.public_bytes(serialization.Encoding.DER)
+    row.save(update_fields=["csr_der"])  # CertPoll names its subject, even after a crash
+    return upstream.enroll(PendingRequest(key, csr, row.transaction_id))
+
+
+def _requested_extensions(spec) -> tuple[tuple[x509.ExtensionType, bool], ...]:
+    """Key usage and EKUs the template wants; the external CA's own template decides."""
+    extensions = []
+    if spec.digital_signature or spec.key_encipherment:
+        usage = crypto.key_usage(
+            digital_signature=spec.digital_signature, key_encipherment=spec.key_encipherment
+        )
+        extensions.append((usage, True))
+    if spec.extended_key_usages:
+        extensions.append((x509.ExtendedKeyUsage(list(spec.extended_key_usages)), False))
+    return tuple(extensions)
+
+
+def _enrollment_failed(template: CertificateTemplate, row: ExternalEnrollment, reason: str):
+    message = f"server-side enrollment for device {row.device_id}: {reason}"
+    record_refusal(template=template, reason=message)
+    raise IdentityNotIssued(message)
+
+
+def _load_enrollment_key(row: ExternalEnrollment) -> crypto.PrivateKey:
+    der = secrets.decrypt(row.private_key, context=EXTERNAL_KEY_CONTEXT)
+    return serialization.load_der_private_key(der, password=None)
+
+
+def _record_external(
+    row: ExternalEnrollment, issued: x509.Certificate, *, now: datetime.datetime
+) -> Identity:
+    """The certificate the external CA issued, recorded as ``sign_and_record`` records a
+    local one (superseding its predecessor), and the identity holding it. The enrollment
+    row goes: its key now lives in the identity. Call with the device row locked."""
+    template, device = row.template, row.device
+    previous = row.replaces or renewal_predecessor(
+        template=template, device=device, profile=row.profile
+    )
+    certificate = record_certificate(
+        cert=issued,
+        template=template,
+        source=CertificateSource.SERVER_GENERATED,
+        user=device.owner,
+        device=device,
+        replaces=previous,
+        profile=row.profile,
+    )
+    if previous is not None:
+        supersede(certificate=previous)
+    record_event(
+        action=AuditAction.ISSUE,
+        obj=certificate,
+        message=f"issued by external CA server {template.ca} (SCEP transaction "
+        f"{row.transaction_id}) from template {template}",
+    )
+    identity = Identity(
+        certificate=certificate,
+        template=template,
+        device=device,
+        chain_pem=_external_chain_pem(template.ca),
+        current=True,
+        created_at=now,
+    )
+    _store_key(identity, _load_enrollment_key(row))
+    identity.save()
+    row.delete()
+    return identity
+
+
+def _external_chain_pem(ca) -> str:
+    """The issuing CA and the CA certificates above it (not GetCACert's RA certificates)."""
+    return "".join(crypto.cert_pem(c) for c in ca.chain() if _is_ca_certificate(c))
+
+
+def _is_ca_certificate(certificate: x509.Certificate) -> bool:
+    try:
+        return certificate.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
+    except x509.ExtensionNotFound:
+        return False
 
 
 def carrying_profiles(*, device: Device, template: CertificateTemplate) -> QuerySet[Profile]:

@@ -109,6 +109,19 @@ class Certificate(models.Model):
         blank=True,
         help_text="When a pending revocation ended on a template with revocation disabled.",
     )
+    revoke_at_ca_requested_at = models.DateTimeField(
+        "revocation at the CA requested at",
+        null=True,
+        blank=True,
+        help_text="An external SCEP CA cannot be asked over SCEP to revoke: revoked in "
+        "mdmcerts at this time, it waits for an administrator to revoke it at the CA.",
+    )
+    revoke_at_ca_done_at = models.DateTimeField(
+        "revoked at the CA at",
+        null=True,
+        blank=True,
+        help_text="When an administrator marked it revoked at the external CA.",
+    )
     created_at = models.DateTimeField(default=timezone.now)
 
     objects = CertificateQuerySet.as_manager()
@@ -125,6 +138,13 @@ class Certificate(models.Model):
             models.Index(fields=["template", "status"], name="certificate_template_status"),
             models.Index(fields=["device", "status"], name="certificate_device_status"),
             models.Index(fields=["status", "revoke_after"], name="certificate_revoke_due"),
+            models.Index(
+                fields=["revoke_at_ca_requested_at"],
+                condition=models.Q(
+                    revoke_at_ca_requested_at__isnull=False, revoke_at_ca_done_at__isnull=True
+                ),
+                name="certificate_revoke_at_ca_todo",
+            ),
         ]
 
     def __str__(self) -> str:
@@ -141,6 +161,23 @@ class Certificate(models.Model):
     @property
     def is_expired(self) -> bool:
         return self.not_after <= timezone.now()
+
+    @property
+    def awaits_revocation_at_ca(self) -> bool:
+        """Revoked in mdmcerts, and still to be revoked by an administrator at its
+        external CA."""
+        return self.revoke_at_ca_requested_at is not None and self.revoke_at_ca_done_at is None
+
+
+class CertificateToRevokeAtCA(Certificate):
+    """The console's "revoke at the CA" list: certificates of external SCEP CAs that
+    mdmcerts revoked and that an administrator must revoke at the CA itself (SCEP has no
+    revocation request)."""
+
+    class Meta:
+        proxy = True
+        verbose_name = "certificate to revoke at the CA"
+        verbose_name_plural = "certificates to revoke at the CA"
 
 
 class CertificateRequest(models.Model):

@@ -60,6 +60,10 @@ from apps.profiles.models import Delivery, ProfileAssignment
 
 logger = logging.getLogger(__name__)
 SERIAL_ATTEMPTS = 3
+REVOKE_AT_CA_NOTE = (
+    "{ca} is an external SCEP CA, which cannot be asked to revoke over SCEP: revoke it "
+    "there, then mark it revoked at the CA (Certificates to revoke at the CA)"
+)
 
 
 class AlreadyRevoked(Exception):
@@ -254,29 +258,76 @@ def revoke_certificate(
     actor=None,
     request=None,
 ) -> Certificate:
-    """Revoke now with an RFC 5280 reason. Revoking twice raises ``AlreadyRevoked``."""
+    """Revoke now with an RFC 5280 reason. Revoking twice raises ``AlreadyRevoked``.
+
+    A certificate of an external SCEP CA is revoked in mdmcerts only (SCEP cannot ask a
+    CA to revoke): it joins the "revoke at the CA" list for an administrator to revoke it
+    there (``mark_revoked_at_ca``)."""
     if reason not in RevocationReason.values:
         raise ValidationError({"reason": f"Unknown revocation reason {reason!r}."})
     with transaction.atomic():
-        row = Certificate.objects.select_for_update().get(pk=certificate.pk)
+        row = Certificate.objects.select_for_update(of=("self",)).select_related("ca")
+        row = row.get(pk=certificate.pk)
         if row.status == CertificateStatus.REVOKED:
             raise AlreadyRevoked(f"Certificate {row.serial} is already revoked.")
         before = row.status
         row.status = CertificateStatus.REVOKED
         row.revoked_at = timezone.now()
         row.revocation_reason = reason
-        row.save(update_fields=["status", "revoked_at", "revocation_reason"])
+        changes = {"status": [before, row.status], "revocation_reason": ["", reason]}
+        fields = ["status", "revoked_at", "revocation_reason"]
+        external = row.ca.kind == CAKind.SCEP
+        if external:
+            row.revoke_at_ca_requested_at = row.revoked_at
+            changes["revoke_at_ca_requested_at"] = [None, str(row.revoked_at)]
+            fields.append("revoke_at_ca_requested_at")
+        row.save(update_fields=fields)
         record_event(
             action=AuditAction.REVOKE,
             obj=row,
             actor=actor,
             request=request,
-            changes={"status": [before, row.status], "revocation_reason": ["", reason]},
+            changes=changes,
+            message=REVOKE_AT_CA_NOTE.format(ca=row.ca) if external else "",
         )
-        # After commit, so the revocation's transaction does not wait for the CRL signature;
-        # robust: the revocation stands if signing fails (logged); the next publication covers it.
-        transaction.on_commit(lambda: publish_crl(row.ca), robust=True)
+        if not external:
+            # After commit, so the revocation's transaction does not wait for the CRL
+            # signature; robust: the revocation stands if signing fails (logged); the next
+            # publication covers it.
+            transaction.on_commit(lambda: publish_crl(row.ca), robust=True)
     return row
+
+
+def mark_revoked_at_ca(
+    *, certificates: QuerySet[Certificate], actor=None, request: HttpRequest | None = None
+) -> int:
+    """An administrator revoked these certificates at their external CA: those on the
+    "revoke at the CA" list leave it, audited; the others stay as they are. Returns how
+    many."""
+    now = timezone.now()
+    todo = certificates.filter(
+        revoke_at_ca_requested_at__isnull=False, revoke_at_ca_done_at__isnull=True
+    )
+    marked = 0
+    while True:
+        with transaction.atomic():
+            rows = _lock_batch(todo, "ca__name")
+            if not rows:
+                return marked
+            Certificate.objects.filter(pk__in=_ids(rows)).update(revoke_at_ca_done_at=now)
+            by_ca = defaultdict(list)
+            for row in rows:
+                by_ca[row[3]].append(row)
+            for ca_name, group in by_ca.items():
+                _record_certificate_events(
+                    group,
+                    action=AuditAction.UPDATE,
+                    changes={"revoke_at_ca_done_at": [None, str(now)]},
+                    message=f"marked revoked at the CA server {ca_name}",
+                    actor=actor,
+                    request=request,
+                )
+        marked += len(rows)
 
 
 def current_crl(ca) -> bytes:
@@ -692,7 +743,8 @@ def sweep_revocations(now: datetime.datetime | None = None) -> dict[str, int]:
     """Detect causes that came or went (``detect_revocation_causes``), then end every grace
     period that is over: the certificate is revoked with the RFC 5280 reason of its cause
     when its template has revocation enabled, else only marked removed. Each CA whose CRL
-    lacks a revocation publishes once, after the sweep."""
+    lacks a revocation publishes once, after the sweep. A certificate of an external SCEP
+    CA goes on the "revoke at the CA" list instead; no CRL of mdmcerts changes for it."""
     now = now or timezone.now()
     started, cancelled = detect_revocation_causes(now=now)
     due = Certificate.objects.filter(
@@ -706,6 +758,7 @@ def sweep_revocations(now: datetime.datetime | None = None) -> dict[str, int]:
                 "status",
                 "pending_revocation_cause",
                 "template__revocation_enabled",
+                "ca",
                 skip_locked=True,
             )
             if not rows:
@@ -723,38 +776,58 @@ def sweep_revocations(now: datetime.datetime | None = None) -> dict[str, int]:
 
 def _end_grace_periods(rows: list[CertificateRow], now: datetime.datetime) -> tuple[int, int]:
     """Revoke (or mark removed) locked rows of (pk, subject, serial, status, cause,
-    revocation enabled); a certificate whose template is gone is revoked."""
+    revocation enabled, CA server id); a certificate whose template is gone is revoked."""
+    external_cas = set(
+        CertificateAuthority.objects.filter(kind=CAKind.SCEP).values_list("pk", flat=True)
+    )
     groups = defaultdict(list)
     for row in rows:
-        groups[(row[3], row[4], row[5] is not False)].append(row)
+        groups[(row[3], row[4], row[5] is not False, row[6] in external_cas)].append(row)
     revoked = removed = 0
-    for (before, cause, revoke), group in groups.items():
+    for (before, cause, revoke, external), group in groups.items():
         label = RevocationCause(cause).label if cause else "unknown cause"
         if revoke:
-            reason = revocation_reason_for(cause)
-            Certificate.objects.filter(pk__in=_ids(group)).update(
-                status=CertificateStatus.REVOKED, revoked_at=now, revocation_reason=reason
+            _revoke_ended(
+                group, before=before, cause=cause, label=label, now=now, external=external
             )
-            action, after, revoked = (
-                AuditAction.REVOKE,
-                CertificateStatus.REVOKED,
-                revoked + len(group),
-            )
-            changes = {"status": [before, after], "revocation_reason": ["", reason]}
-            message = f"grace period over ({label}): revoked"
+            revoked += len(group)
         else:
             Certificate.objects.filter(pk__in=_ids(group)).update(
                 status=CertificateStatus.REMOVED, removed_at=now
             )
-            action, after, removed = (
-                AuditAction.UPDATE,
-                CertificateStatus.REMOVED,
-                removed + len(group),
+            _record_certificate_events(
+                group,
+                action=AuditAction.UPDATE,
+                changes={"status": [before, CertificateStatus.REMOVED]},
+                message=f"grace period over ({label}): marked removed, "
+                "the template does not revoke",
             )
-            changes = {"status": [before, after]}
-            message = f"grace period over ({label}): marked removed, the template does not revoke"
-        _record_certificate_events(group, action=action, changes=changes, message=message)
+            removed += len(group)
     return revoked, removed
+
+
+def _revoke_ended(
+    group: list[CertificateRow],
+    *,
+    before: str,
+    cause: str,
+    label: str,
+    now: datetime.datetime,
+    external: bool,
+) -> None:
+    """Revoke certificates whose grace period ended. Those of an external SCEP CA are
+    revoked in mdmcerts and put on the "revoke at the CA" list: SCEP cannot ask the CA to
+    revoke (the profile that installed them is removed from the device meanwhile)."""
+    reason = revocation_reason_for(cause)
+    fields = {"status": CertificateStatus.REVOKED, "revoked_at": now, "revocation_reason": reason}
+    changes = {"status": [before, CertificateStatus.REVOKED], "revocation_reason": ["", reason]}
+    message = f"grace period over ({label}): revoked"
+    if external:
+        fields["revoke_at_ca_requested_at"] = now
+        changes["revoke_at_ca_requested_at"] = [None, str(now)]
+        message += " in mdmcerts; to be revoked at its external CA by an administrator"
+    Certificate.objects.filter(pk__in=_ids(group)).update(**fields)
+    _record_certificate_events(group, action=AuditAction.REVOKE, changes=changes, message=message)
 
 
 def publish_stale_crls() -> int:

@@ -458,6 +458,9 @@ class ScepServer:
     caps: frozenset[str]
     certificates: list[x509.Certificate]
     issuer: x509.Certificate
+    # Read CertReps encrypted with single DES: only when the profile says this CA (an
+    # external one such as micromdm's scepserver 2.1) answers with nothing else.
+    single_des_replies: bool = False
 
     @property
     def recipient(self) -> x509.Certificate:
@@ -505,12 +508,13 @@ def issuing_ca(certificates: list[x509.Certificate], fingerprint: str) -> x509.C
     raise ProfileError("SCEP: GetCACert returned no CA certificate")
 
 
-def discover(url: str, fingerprint: str) -> ScepServer:
+def discover(url: str, fingerprint: str, *, single_des_replies: bool = False) -> ScepServer:
     """GetCACaps and GetCACert of a SCEP URL, checked against the profile's fingerprint."""
     caps_text = scep_get(url, "GetCACaps").decode(errors="replace")
     caps = frozenset(line.strip().upper() for line in caps_text.splitlines() if line.strip())
     certificates = scep.parse_ca_certs(scep_get(url, "GetCACert"))
-    return ScepServer(url, caps, certificates, issuing_ca(certificates, fingerprint))
+    issuer = issuing_ca(certificates, fingerprint)
+    return ScepServer(url, caps, certificates, issuer, single_des_replies=single_des_replies)
 
 
 def send_pki_message(server: ScepServer, der: bytes) -> bytes:
@@ -568,6 +572,7 @@ def exchange(
         recipient_key=request.key,
         recipient_certificate=request.signer,
         ra_certificates=server.certificates,
+        allow_single_des=server.single_des_replies,
     )
     if (result.transaction_id, result.recipient_nonce) != (request.transaction_id, nonce):
         raise ProfileError("SCEP: the CertRep does not answer this request")
@@ -584,7 +589,11 @@ def request_certificate(
     """Enroll ``key`` over SCEP as the payload says: PKCSReq, then CertPoll while the
     request is pending, a bounded number of times."""
     try:
-        server = discover(payload["url"], payload.get("ca_fingerprint_sha256") or "")
+        server = discover(
+            payload["url"],
+            payload.get("ca_fingerprint_sha256") or "",
+            single_des_replies=payload.get("accept_single_des_replies") is True,
+        )
         request = ScepRequest.for_payload(payload, key)
         result = exchange(server, request, MessageType.PKCS_REQ, scep.pkcs_req_payload(request.csr))
         delays = poll_delays(payload.get("retries", 0), payload.get("retry_delay", 0), max_wait)

@@ -1,5 +1,6 @@
-"""Enrollment codes, device enrollment and tokens, check-ins with inventory, and the
-device lifecycle (scan, redeliver, unenroll, wipe), audited."""
+"""Enrollment codes, device enrollment and tokens, check-ins with inventory (learning the
+certificates external SCEP CAs issued to devices), and the device lifecycle (scan,
+redeliver, unenroll, wipe), audited."""
 
 import datetime
 import logging
@@ -10,7 +11,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cryptography import x509
-from django.db import transaction
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+from django.db import IntegrityError, transaction
 from django.db.models import F, Q
 from django.http import HttpRequest
 from django.utils import timezone
@@ -18,7 +20,7 @@ from django.utils import timezone
 from apps.audit.choices import AuditAction
 from apps.audit.services import diff, record_change, record_deletion, record_event, snapshot
 from apps.certificates import services as lifecycle
-from apps.certificates.choices import RevocationCause
+from apps.certificates.choices import CertificateSource, CertificateStatus, RevocationCause
 from apps.certificates.models import Certificate
 from apps.core.models import hash_token
 from apps.devices.choices import DeviceStatus
@@ -30,8 +32,16 @@ from apps.devices.models import (
     EnrollmentCode,
     InstalledCertificate,
 )
+from apps.enrollment.choices import ExternalDelivery
+from apps.enrollment.models import CertificateTemplate
+from apps.enrollment.rendering import render_subject
+from apps.enrollment.variables import VariableValueMissing, values_for
 from apps.pki import crypto
+from apps.pki.choices import CAKind
+from apps.pki.models import CertificateAuthority
 from apps.profiles import delivery
+from apps.profiles.choices import PayloadKind
+from apps.profiles.models import Profile, ProfilePayload
 
 logger = logging.getLogger(__name__)
 
@@ -182,12 +192,14 @@ def _revoke_tokens(device: Device) -> None:
 
 @dataclass(frozen=True)
 class ReportedCertificate:
-    """One installed certificate as the device reported it (subject etc. from its PEM)."""
+    """One installed certificate as the device reported it (subject etc. from its PEM,
+    and the certificate itself when it sent one)."""
 
     fingerprint_sha256: str
     subject: str = ""
     issuer: str = ""
     not_after: datetime.datetime | None = None
+    certificate: x509.Certificate | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass
@@ -275,6 +287,7 @@ def _read_entry(entry: Mapping[str, str], where: str) -> ReportedCertificate:
             subject=crypto.format_name(cert.subject)[:1000],
             issuer=crypto.format_name(cert.issuer)[:1000],
             not_after=cert.not_valid_after_utc,
+            certificate=cert,
         )
     except (ValueError, TypeError) as exc:
         raise InvalidInventory(f"{where}: pem is not a PEM-encoded X.509 certificate") from exc
@@ -287,13 +300,17 @@ def _record_inventory(
     device: Device, reported: list[ReportedCertificate], now: datetime.datetime
 ) -> None:
     """Replace the device's inventory by what it reported, linked to the certificates
-    mdmcerts knows by SHA-256 fingerprint; the scan asked for is done. Its certificates
-    that it reported before and no longer does start their revocation grace period."""
+    mdmcerts knows by SHA-256 fingerprint (after learning those an external SCEP CA
+    issued to it, ``learn_external_certificates``); the scan asked for is done. Its
+    certificates that it reported before and no longer does start their revocation
+    grace period."""
     fingerprints = [item.fingerprint_sha256 for item in reported]
     known = {
         cert.fingerprint_sha256: cert
         for cert in Certificate.objects.filter(fingerprint_sha256__in=fingerprints)
     }
+    unknown = [item for item in reported if item.fingerprint_sha256 not in known]
+    known.update(learn_external_certificates(device=device, reported=unknown))
     existing = {row.fingerprint_sha256: row for row in device.installed_certificates.all()}
     device.installed_certificates.exclude(fingerprint_sha256__in=fingerprints).delete()
     seen_before = {row.certificate_id for row in existing.values() if row.certificate_id}
@@ -326,6 +343,172 @@ def _describe(
         row.subject = known.subject
         row.issuer = crypto.format_name(known.certificate.issuer)[:1000]
         row.not_after = known.not_after
+
+
+# --- certificates of external SCEP CAs, learned from inventories -----------------------
+#
+# In delegate and proxy mode the device enrolls with the external CA itself: mdmcerts never
+# sees the certificate issued until the device reports it. A reported certificate is
+# recorded when an external CA whose certificate mdmcerts pinned signed it and its subject
+# is the one a profile targeting the device asks for (the template's subject rendered for
+# the device, as delivery renders it). From then on it lives like any other: renewal,
+# revocation (at the CA, by an administrator), expiry.
+
+
+@dataclass(frozen=True)
+class _Carrier:
+    """A SCEP payload of an external CA's template in a profile that targets the device."""
+
+    template: CertificateTemplate
+    profile: Profile
+    subject: x509.Name | None  # the template's subject for the device; None: not renderable
+
+
+def learn_external_certificates(
+    *, device: Device, reported: Sequence[ReportedCertificate]
+) -> dict[str, Certificate]:
+    """Record the certificates among ``reported`` (not known to mdmcerts yet) that an
+    external SCEP CA issued to ``device`` for a template a targeting profile carries,
+    each linked to its device, template and profile; by fingerprint. A certificate
+    whose renewal the sweep re-triggered is superseded by the one that renews it."""
+    candidates = [item.certificate for item in reported if _learnable(item.certificate)]
+    carriers = _external_carriers(device) if candidates else []
+    if not carriers:
+        return {}
+    issuers = _external_issuers({carrier.template.ca for carrier in carriers})
+    learned = {}
+    for cert in candidates:
+        ca = _issuing_ca(cert, issuers)
+        matching = [
+            c for c in carriers if c.template.ca == ca and _same_name(c.subject, cert.subject)
+        ]
+        if ca is not None and matching:
+            carrier = _likeliest(device, matching)
+            learned[crypto.fingerprint_sha256(cert)] = _record_learned(device, cert, carrier)
+    return learned
+
+
+def _likeliest(device: Device, carriers: list[_Carrier]) -> _Carrier:
+    """Of templates asking for the same subject, the first whose certificate the device
+    does not have yet (or is renewing): the CA's certificate says no more about which."""
+    if len(carriers) == 1:
+        return carriers[0]
+    for carrier in carriers:
+        settled = Certificate.objects.filter(
+            device=device,
+            template=carrier.template,
+            profile=carrier.profile,
+            status=CertificateStatus.ACTIVE,
+            renewal_triggered_at__isnull=True,
+        )
+        if not settled.exists():
+            return carrier
+    return carriers[0]
+
+
+def _learnable(cert: x509.Certificate | None) -> bool:
+    """An end-entity certificate (a trusted-certificate payload reports CAs too)."""
+    if cert is None:
+        return False
+    try:
+        return not cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
+    except x509.ExtensionNotFound:
+        return True
+
+
+def _external_carriers(device: Device) -> list[_Carrier]:
+    """Each device-key template of an external CA (delegate or proxy) that a profile
+    targeting the device carries in a SCEP payload, with its subject for the device."""
+    payloads = (
+        ProfilePayload.objects.filter(
+            kind=PayloadKind.SCEP,
+            profile__in=delivery.targeted_profiles(device),
+            template__ca__kind=CAKind.SCEP,
+            template__external_delivery__in=(ExternalDelivery.DELEGATE, ExternalDelivery.PROXY),
+        )
+        .select_related("template__ca", "profile")
+        .order_by("profile_id", "position", "pk")
+    )
+    values, carriers = values_for(device=device), []
+    for payload in payloads:
+        try:
+            subject = render_subject(payload.template, values)
+        except (VariableValueMissing, crypto.NameSyntaxError):
+            subject = None  # delivery fails the same way: no certificate to expect
+        carriers.append(_Carrier(payload.template, payload.profile, subject))
+    return carriers
+
+
+def _external_issuers(
+    cas: Iterable[CertificateAuthority],
+) -> list[tuple[CertificateAuthority, x509.Certificate]]:
+    """The certificates that may sign an external CA's certificates: the pinned CA
+    certificate, and the CA certificates GetCACert returned beside it."""
+    issuers = []
+    for ca in cas:
+        issuers.append((ca, ca.certificate))
+        if ca.chain_pem:
+            chain = x509.load_pem_x509_certificates(ca.chain_pem.encode())
+            issuers.extend((ca, cert) for cert in chain if not _learnable(cert))
+    return issuers
+
+
+def _issuing_ca(
+    cert: x509.Certificate, issuers: list[tuple[CertificateAuthority, x509.Certificate]]
+) -> CertificateAuthority | None:
+    """The external CA whose certificate signed ``cert``: the issuer's name must match
+    and the signature verify, so a device cannot have a forged certificate recorded."""
+    for ca, issuer in issuers:
+        if cert.issuer != issuer.subject:
+            continue
+        try:
+            cert.verify_directly_issued_by(issuer)
+        except (ValueError, TypeError, InvalidSignature, UnsupportedAlgorithm):
+            continue
+        return ca
+    return None
+
+
+def _same_name(expected: x509.Name | None, actual: x509.Name) -> bool:
+    """The subject asked for, as a CA may write it back: the same attributes in the same
+    order, compared without regard to case (a CA may re-encode a string type)."""
+    if expected is None:
+        return False
+    return expected == actual or (
+        crypto.format_name(expected).casefold() == crypto.format_name(actual).casefold()
+    )
+
+
+def _record_learned(device: Device, cert: x509.Certificate, carrier: _Carrier) -> Certificate:
+    """The inventory row of a certificate learned from ``device``'s report, audited; the
+    existing row if another report recorded it first."""
+    template, profile = carrier.template, carrier.profile
+    try:
+        with transaction.atomic():  # a savepoint: a duplicate leaves the check-in whole
+            previous = lifecycle.renewal_predecessor(
+                template=template, device=device, profile=profile
+            )
+            row = lifecycle.record_certificate(
+                cert=cert,
+                template=template,
+                source=CertificateSource.SCEP,
+                user=device.owner,
+                device=device,
+                replaces=previous,
+                profile=profile,
+            )
+            if previous is not None:
+                lifecycle.supersede(certificate=previous)
+            record_event(
+                action=AuditAction.CREATE,
+                obj=row,
+                message=f"learned from the inventory of device {device} (#{device.pk}): "
+                f"issued by external CA server {template.ca} for request template {template}, "
+                f"profile {profile}",
+            )
+            return row
+    except IntegrityError:
+        return Certificate.objects.get(fingerprint_sha256=crypto.fingerprint_sha256(cert))
 
 
 def _lock_device(device: Device) -> Device:

@@ -56,6 +56,7 @@ class CertificateTemplateAdmin(AuditedAdminMixin, admin.ModelAdmin):
                 "fields": [
                     "key_algorithm",
                     "key_generation",
+                    "external_delivery",
                     "key_usage_digital_signature",
                     "key_usage_key_encipherment",
                     "eku_choices",

@@ -20,6 +20,14 @@ class KeyGeneration(models.TextChoices):
     SERVER = "server", "On the server"
 
 
+class ExternalDelivery(models.TextChoices):
+    """How a device gets a certificate from an external SCEP CA (CA kind ``scep``)."""
+
+    DELEGATE = "delegate", "Delegate: the device enrolls with the CA directly"
+    PROXY = "proxy", "Proxy: the device enrolls through mdmcerts"
+    SERVER_SIDE = "server_side", "Server-side: mdmcerts enrolls and delivers a PKCS#12"
+
+
 class SubjectSource(models.TextChoices):
     TEMPLATE = "template", "Template"
     REQUEST = "request", "Request (CSR), limited to the allowed SAN types"

@@ -53,6 +53,7 @@ class CertificateTemplateForm(forms.ModelForm):
             "allowed_request_san_types",
             "key_algorithm",
             "key_generation",
+            "external_delivery",
             "key_usage_digital_signature",
             "key_usage_key_encipherment",
             "validity_days",
@@ -70,6 +71,7 @@ class CertificateTemplateForm(forms.ModelForm):
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
+        self.fields["external_delivery"].required = False
         ekus = self.instance.extended_key_usages or []
         self.initial.setdefault("eku_choices", [o for o in ekus if o in KNOWN_EKUS])
         self.initial.setdefault("custom_ekus", ", ".join(o for o in ekus if o not in KNOWN_EKUS))
@@ -78,6 +80,10 @@ class CertificateTemplateForm(forms.ModelForm):
                 "A password is stored (encrypted). Write-only: type a new one to replace it, "
                 "or leave empty to keep it."
             )
+
+    def clean_external_delivery(self) -> str:
+        # Only meaningful for an external CA: left out of a form, it keeps what it was.
+        return self.cleaned_data.get("external_delivery") or self.instance.external_delivery
 
     def clean(self) -> dict:
         data = super().clean()

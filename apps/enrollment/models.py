@@ -11,7 +11,13 @@ from django.utils import timezone
 
 from apps.core import secrets
 from apps.core.fields import EncryptedSecretField, secret_context
-from apps.enrollment.choices import ChallengeType, KeyGeneration, SanType, SubjectSource
+from apps.enrollment.choices import (
+    ChallengeType,
+    ExternalDelivery,
+    KeyGeneration,
+    SanType,
+    SubjectSource,
+)
 from apps.enrollment.variables import validate_variables
 from apps.pki import crypto
 from apps.pki.choices import KeyAlgorithm
@@ -139,6 +145,14 @@ class CertificateTemplate(models.Model):
         help_text="Single DES is broken. Only for clients that can do nothing else, such as "
         "micromdm scepclient 2.1; replies are still encrypted with AES.",
     )
+    external_delivery = models.CharField(
+        "delivery from an external CA",
+        max_length=12,
+        choices=ExternalDelivery.choices,
+        default=ExternalDelivery.PROXY,
+        help_text="Only for a template of an external SCEP CA. Server-side goes with key "
+        "generation on the server, delegate and proxy with key generation on the device.",
+    )
     created_at = models.DateTimeField(default=timezone.now, editable=False)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -157,8 +171,27 @@ class CertificateTemplate(models.Model):
             errors["allowed_request_san_types"] = (
                 "Only used when the subject comes from the request."
             )
+        errors.update(self._external_delivery_errors())
         if errors:
             raise ValidationError(errors)
+
+    @property
+    def uses_external_ca(self) -> bool:
+        return self.ca_id is not None and self.ca.is_external_scep
+
+    def _external_delivery_errors(self) -> dict[str, str]:
+        """Server-side delivery and server key generation go together for an external CA."""
+        if not self.uses_external_ca:
+            return {}
+        server_side = self.external_delivery == ExternalDelivery.SERVER_SIDE
+        if server_side and self.key_generation != KeyGeneration.SERVER:
+            return {"external_delivery": "Server-side delivery needs key generation on the server."}
+        if not server_side and self.key_generation == KeyGeneration.SERVER:
+            return {
+                "external_delivery": "With key generation on the server, an external CA's "
+                "certificate can only be delivered server-side."
+            }
+        return {}
 
     def audit_extra(self) -> dict:
         """SAN rows belong to the template's history."""
@@ -281,3 +314,58 @@ class AttemptCounter(models.Model):
 
     def __str__(self) -> str:
         return f"{self.scope} {self.identifier} on {self.template}"
+
+
+class ExternalEnrollment(models.Model):
+    """A server-side enrollment with an external SCEP CA that has not ended yet.
+
+    Stored before the first request leaves, so an attempt that times out, or that the CA
+    leaves PENDING, is resumed by the next generation sweep with the same key and
+    transactionID (PKCSReq again while unanswered, CertPoll once PENDING): the CA never
+    sees a second transaction. The key is encrypted under the KEK. One per device and
+    template; deleted when the CA answers SUCCESS or FAILURE.
+    """
+
+    template = models.ForeignKey(
+        CertificateTemplate, on_delete=models.CASCADE, related_name="external_enrollments"
+    )
+    device = models.ForeignKey(
+        "devices.Device", on_delete=models.CASCADE, related_name="external_enrollments"
+    )
+    profile = models.ForeignKey(
+        "profiles.Profile", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    replaces = models.ForeignKey(
+        "certificates.Certificate",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        help_text="The certificate this enrollment renews.",
+    )
+    transaction_id = models.CharField("transaction ID", max_length=128, editable=False)
+    csr_der = models.BinaryField("certificate signing request (DER)", editable=False)
+    private_key = EncryptedSecretField()
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    pending_since = models.DateTimeField(
+        null=True,
+        blank=True,
+        editable=False,
+        help_text="When the CA first answered PENDING; empty while the request is unanswered.",
+    )
+    last_attempt_at = models.DateTimeField(null=True, blank=True, editable=False)
+    attempts = models.PositiveIntegerField(default=0, editable=False)
+    last_error = models.CharField(max_length=500, blank=True, editable=False)
+
+    class Meta:
+        verbose_name = "pending external enrollment"
+        constraints = [
+            models.UniqueConstraint(
+                fields=["device", "template"], name="external_enrollment_one_per_device"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return (
+            f"enrollment {self.transaction_id[:12]} of device {self.device_id} at {self.template}"
+        )

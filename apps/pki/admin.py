@@ -1,16 +1,19 @@
 """CA servers in the console."""
 
+from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from django.contrib import admin
 from django.core.exceptions import PermissionDenied
 from django.http import HttpResponse
 from django.shortcuts import get_object_or_404
+from django.template.response import TemplateResponse
 from django.urls import path, reverse
-from django.utils.html import format_html
+from django.utils.html import format_html, format_html_join
 
 from apps.audit.admin import AuditedAdminMixin
-from apps.pki import crypto
-from apps.pki.forms import ChangeCAForm, GenerateCAForm, ImportCAForm
+from apps.pki import crypto, external
+from apps.pki.choices import CAKind
+from apps.pki.forms import ChangeCAForm, ExternalCAForm, GenerateCAForm, ImportCAForm
 from apps.pki.models import CertificateAuthority, CertificateRevocationList
 from apps.pki.services import generate_local_ca, import_ca
 
@@ -33,6 +36,49 @@ GENERATE_FIELDSETS = [
 IMPORT_FIELDSETS = [
     (None, {"fields": ["name", "slug", "description"]}),
     ("Identity", {"fields": ["identity_file", "key_file", "password", "signature_hash"]}),
+]
+
+EXTERNAL_SETTINGS = [
+    (None, {"fields": ["name", "slug", "description"]}),
+    ("SCEP server", {"fields": ["scep_url", "tls_trust_bundle_pem", "scep_allow_single_des"]}),
+    (
+        "CA certificate",
+        {"fields": ["ca_certificate_file", "expected_fingerprint"]},
+    ),
+    (
+        "Challenge",
+        {
+            "fields": [
+                "scep_challenge_type",
+                "static_challenge",
+                "ndes_challenge_url",
+                "ndes_username",
+                "ndes_password",
+                "ndes_challenge_length",
+            ]
+        },
+    ),
+    (
+        "Advanced options",
+        {
+            "fields": [
+                "scep_retry_seconds",
+                "scep_max_pending_retries",
+                "scep_request_timeout_seconds",
+            ]
+        },
+    ),
+]
+EXTERNAL_READONLY = [
+    "kind",
+    "subject",
+    "fingerprint",
+    "not_before",
+    "not_after",
+    "pinned_chain",
+    "static_challenge_status",
+    "ndes_password_status",
+    "downloads",
 ]
 
 
@@ -61,8 +107,13 @@ class CertificateAuthorityAdmin(AuditedAdminMixin, admin.ModelAdmin):
     ]
     readonly_fields = ["kind", *certificate_fields, "scep_ra", "crl_status", "ocsp_signer"]
 
+    change_form_template = "admin/pki/certificateauthority/change_form.html"
+    actions = ["test_connection"]
+
     def get_form(self, request, obj=None, change=False, **kwargs):
-        if obj is not None:
+        if self._is_external(request, obj):
+            kwargs["form"] = ExternalCAForm
+        elif obj is not None:
             kwargs["form"] = ChangeCAForm
         elif self._mode(request) == "import":
             kwargs["form"] = ImportCAForm
@@ -72,6 +123,8 @@ class CertificateAuthorityAdmin(AuditedAdminMixin, admin.ModelAdmin):
         return super().get_form(request, obj, change, **kwargs)
 
     def get_fieldsets(self, request, obj=None):
+        if self._is_external(request, obj):
+            return self._external_fieldsets(obj)
         if obj is None:
             return IMPORT_FIELDSETS if self._mode(request) == "import" else GENERATE_FIELDSETS
         return [
@@ -82,13 +135,42 @@ class CertificateAuthorityAdmin(AuditedAdminMixin, admin.ModelAdmin):
         ]
 
     def get_readonly_fields(self, request, obj=None):
+        if obj is not None and obj.kind == CAKind.SCEP:
+            return EXTERNAL_READONLY
         return self.readonly_fields if obj is not None else []
+
+    def _is_external(self, request, obj) -> bool:
+        return obj.kind == CAKind.SCEP if obj is not None else self._mode(request) == "external"
+
+    @staticmethod
+    def _external_fieldsets(obj):
+        if obj is None:
+            return EXTERNAL_SETTINGS
+        fieldsets = [(title, {"fields": list(o["fields"])}) for title, o in EXTERNAL_SETTINGS]
+        fieldsets[0][1]["fields"] = ["name", "description", "kind"]
+        fieldsets[2][1]["fields"] = [
+            "subject",
+            "fingerprint",
+            "not_before",
+            "not_after",
+            "pinned_chain",
+            "downloads",
+            "ca_certificate_file",
+            "refetch_ca_certificate",
+            "expected_fingerprint",
+        ]
+        challenge = fieldsets[3][1]["fields"]
+        challenge.insert(challenge.index("static_challenge"), "static_challenge_status")
+        challenge.insert(challenge.index("ndes_password"), "ndes_password_status")
+        return fieldsets
 
     def get_prepopulated_fields(self, request, obj=None):
         return self.prepopulated_fields if obj is None else {}
 
     def add_view(self, request, form_url="", extra_context=None):
-        title = "Import a CA" if self._mode(request) == "import" else "Generate a CA"
+        title = {"import": "Import a CA", "external": "Add an external SCEP CA"}.get(
+            self._mode(request), "Generate a CA"
+        )
         return super().add_view(request, form_url, {"title": title, **(extra_context or {})})
 
     @staticmethod
@@ -96,6 +178,12 @@ class CertificateAuthorityAdmin(AuditedAdminMixin, admin.ModelAdmin):
         return request.GET.get("mode") or request.POST.get("mode") or "generate"
 
     def save_model(self, request, obj, form, change) -> None:
+        if isinstance(form, ExternalCAForm):
+            form.apply(obj)
+            if not change:
+                obj.kind = CAKind.SCEP
+                external.save_external_ca(obj, before=None, request=request)
+                return None
         if change:
             return super().save_model(request, obj, form, change)
         data = form.cleaned_data
@@ -127,6 +215,11 @@ class CertificateAuthorityAdmin(AuditedAdminMixin, admin.ModelAdmin):
     def get_urls(self):
         return [
             path(
+                "<int:pk>/test-connection/",
+                self.admin_site.admin_view(self.test_connection_view),
+                name="pki_certificateauthority_test_connection",
+            ),
+            path(
                 "<int:pk>/download/<str:encoding>/",
                 self.admin_site.admin_view(self.download),
                 name="pki_certificateauthority_download",
@@ -154,6 +247,46 @@ class CertificateAuthorityAdmin(AuditedAdminMixin, admin.ModelAdmin):
         response = HttpResponse(body, content_type=ctype)
         response["Content-Disposition"] = f'attachment; filename="{ca.slug}.{ext}"'
         return response
+
+    @admin.action(description="Test connection (GetCACaps, GetCACert)")
+    def test_connection(self, request, queryset):
+        """Reach each selected external CA now and show what it answered."""
+        return self._connection_page(request, queryset.filter(kind=CAKind.SCEP))
+
+    def test_connection_view(self, request, pk: int) -> TemplateResponse:
+        ca = get_object_or_404(CertificateAuthority, pk=pk, kind=CAKind.SCEP)
+        if not self.has_view_permission(request, ca):
+            raise PermissionDenied
+        return self._connection_page(request, [ca])
+
+    def _connection_page(self, request, cas) -> TemplateResponse:
+        reports = [external.check_connection(ca=ca) for ca in cas]
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "Test connection",
+            "opts": self.model._meta,
+            "reports": reports,
+        }
+        return TemplateResponse(
+            request, "admin/pki/certificateauthority/test_connection.html", context
+        )
+
+    @admin.display(description="certificates GetCACert returned")
+    def pinned_chain(self, ca: CertificateAuthority) -> str:
+        lines = [f"{ca.subject} (pinned)"]
+        if ca.chain_pem:
+            for cert in x509.load_pem_x509_certificates(ca.chain_pem.encode()):
+                fingerprint = crypto.colon_hex(crypto.fingerprint_sha256(cert))
+                lines.append(f"{crypto.format_name(cert.subject)}, SHA-256 {fingerprint}")
+        return format_html_join("", "<div>{}</div>", ((line,) for line in lines))
+
+    @admin.display(description="static challenge")
+    def static_challenge_status(self, ca: CertificateAuthority) -> str:
+        return "set" if ca.scep_static_challenge else "not set"
+
+    @admin.display(description="NDES password")
+    def ndes_password_status(self, ca: CertificateAuthority) -> str:
+        return "set" if ca.ndes_password else "not set"
 
     @admin.display(description="validity", ordering="not_after")
     def validity(self, ca: CertificateAuthority) -> str:

@@ -5,6 +5,15 @@ class CAKind(models.TextChoices):
     """How certificates of a CA server come to be (one issuer backend each)."""
 
     LOCAL = "local", "Local CA (mdmcerts signs)"
+    SCEP = "scep", "External SCEP CA (NDES, DigiCert ONE, EJBCA, any RFC 8894 CA)"
+
+
+class ExternalChallengeType(models.TextChoices):
+    """How mdmcerts gets the challenge password an external SCEP CA expects."""
+
+    NONE = "none", "None"
+    STATIC = "static", "Static"
+    DYNAMIC = "dynamic", "Dynamic (NDES mscep_admin)"
 
 
 class KeyAlgorithm(models.TextChoices):

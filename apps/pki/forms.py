@@ -1,10 +1,12 @@
-"""Console forms for CA servers: generate, import, change."""
+"""Console forms for CA servers: generate, import, change; external SCEP CAs."""
 
+from cryptography import x509
 from django import forms
 from django.core.exceptions import ValidationError
 
-from apps.pki import crypto
-from apps.pki.choices import CAKind, KeyAlgorithm
+from apps.pki import crypto, external
+from apps.pki.backends.scep import UpstreamError, upstream_for
+from apps.pki.choices import CAKind, ExternalChallengeType, KeyAlgorithm
 from apps.pki.models import CertificateAuthority
 from apps.pki.services import MAX_IMPORT_BYTES, check_ca_import, check_can_sign_ca
 
@@ -108,3 +110,164 @@ class ChangeCAForm(forms.ModelForm):
         self.fields["successor"].queryset = CertificateAuthority.objects.filter(
             kind=CAKind.LOCAL
         ).exclude(pk=self.instance.pk)
+
+
+SECRET_WIDGET = forms.PasswordInput(render_value=False)
+EXTERNAL_FIELDS = [
+    "name",
+    "description",
+    "scep_url",
+    "scep_challenge_type",
+    "ndes_challenge_url",
+    "ndes_username",
+    "ndes_challenge_length",
+    "scep_retry_seconds",
+    "scep_max_pending_retries",
+    "scep_request_timeout_seconds",
+    "scep_allow_single_des",
+    "tls_trust_bundle_pem",
+]
+
+
+class ExternalCAForm(forms.ModelForm):
+    """An external SCEP CA server. Its CA certificate is fetched with GetCACert when saved
+    (or uploaded) and pinned; secrets are write-only: empty keeps the stored one."""
+
+    ca_certificate_file = forms.FileField(
+        label="CA certificate (PEM)",
+        required=False,
+        help_text="Optional: the CA certificate (and the certificates above it) to pin "
+        "instead of what GetCACert returns.",
+    )
+    refetch_ca_certificate = forms.BooleanField(
+        label="Fetch the CA certificate again",
+        required=False,
+        help_text="Pin what GetCACert returns now (after the CA renewed its certificate).",
+    )
+    expected_fingerprint = forms.CharField(
+        label="Expected SHA-256 fingerprint",
+        required=False,
+        help_text="Optional: saving fails unless the CA certificate has this fingerprint.",
+    )
+    scep_url = forms.URLField(
+        label="SCEP URL",
+        max_length=500,
+        assume_scheme="https",
+        help_text=CertificateAuthority._meta.get_field("scep_url").help_text,
+    )
+    ndes_challenge_url = forms.URLField(
+        label="SCEP challenge URL",
+        max_length=500,
+        required=False,
+        assume_scheme="https",
+        help_text=CertificateAuthority._meta.get_field("ndes_challenge_url").help_text,
+    )
+    static_challenge = forms.CharField(
+        label="Static challenge",
+        required=False,
+        strip=False,
+        widget=SECRET_WIDGET,
+        help_text="Write-only. Empty keeps the stored one.",
+    )
+    ndes_password = forms.CharField(
+        label="Challenge password (NDES account)",
+        required=False,
+        strip=False,
+        widget=SECRET_WIDGET,
+        help_text="Write-only. Empty keeps the stored one.",
+    )
+
+    class Meta:
+        model = CertificateAuthority
+        fields = ["slug", *EXTERNAL_FIELDS]
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.certificates: list[x509.Certificate] | None = None
+        if self.instance.pk is not None:
+            self.fields.pop("slug", None)
+        else:
+            self.fields.pop("refetch_ca_certificate")
+
+    def clean_tls_trust_bundle_pem(self) -> str:
+        value = self.cleaned_data["tls_trust_bundle_pem"]
+        if value.strip():
+            try:
+                external.load_pem_certificates(value.encode())
+            except ValueError as exc:
+                raise ValidationError(f"TLS trust bundle: {exc}") from exc
+        return value
+
+    def clean_expected_fingerprint(self) -> str:
+        value = self.cleaned_data["expected_fingerprint"]
+        try:
+            return external.normalize_fingerprint(value) if value.strip() else ""
+        except ValueError as exc:
+            raise ValidationError(str(exc)) from exc
+
+    def clean(self) -> dict:
+        data = super().clean()
+        self._check_challenge(data)
+        if not self.errors:
+            self._check_ca_certificate(data)
+        return data
+
+    def _check_challenge(self, data: dict) -> None:
+        kind, stored = data.get("scep_challenge_type"), self.instance
+        if kind == ExternalChallengeType.STATIC and not (
+            data.get("static_challenge") or stored.scep_static_challenge
+        ):
+            self.add_error("static_challenge", "A static challenge type needs the challenge.")
+        if kind == ExternalChallengeType.DYNAMIC:
+            for name in ("ndes_challenge_url", "ndes_username"):
+                if not data.get(name):
+                    self.add_error(name, "Needed to fetch dynamic challenges from NDES.")
+            if not (data.get("ndes_password") or stored.ndes_password):
+                self.add_error("ndes_password", "Needed to fetch dynamic challenges from NDES.")
+
+    def _check_ca_certificate(self, data: dict) -> None:
+        """Read the uploaded certificate, or fetch GetCACert (new CA, or when asked)."""
+        upload = data.get("ca_certificate_file")
+        try:
+            if upload is not None:
+                if upload.size > MAX_IMPORT_BYTES:
+                    raise ValueError("The file is too large for CA certificates.")
+                self.certificates = external.load_pem_certificates(upload.read())
+            elif self.instance.pk is None or data.get("refetch_ca_certificate"):
+                self.certificates = self._fetch(data)
+        except (ValueError, UpstreamError) as exc:
+            field = "ca_certificate_file" if upload is not None else None
+            self.add_error(field, f"CA certificate: {exc}")
+            return
+        self._check_fingerprint(data.get("expected_fingerprint", ""))
+
+    def _fetch(self, data: dict) -> list[x509.Certificate]:
+        probe = CertificateAuthority(
+            name=data.get("name") or "new CA server",
+            scep_url=data.get("scep_url") or "",
+            scep_request_timeout_seconds=data.get("scep_request_timeout_seconds") or 15,
+            tls_trust_bundle_pem=data.get("tls_trust_bundle_pem") or "",
+        )
+        return upstream_for(probe).fetch_ca_certificates()
+
+    def _check_fingerprint(self, expected: str) -> None:
+        if not expected:
+            return
+        if self.certificates is None:
+            self.certificates = [self.instance.certificate]
+        try:
+            external.pin(CertificateAuthority(), self.certificates, expected=expected)
+        except external.FingerprintMismatch as exc:
+            self.add_error("expected_fingerprint", str(exc))
+
+    def apply(self, ca: CertificateAuthority) -> None:
+        """Write the form's secrets and the certificate it read onto ``ca`` (not saved)."""
+        for form_field, model_field in SECRET_FIELDS:
+            value = self.cleaned_data.get(form_field)
+            if value:
+                ca.set_secret(model_field, value)
+        if self.certificates is not None:
+            external.pin(ca, self.certificates)
+
+
+SECRET_FIELDS = (("static_challenge", "scep_static_challenge"), ("ndes_password", "ndes_password"))

@@ -4,13 +4,16 @@ from functools import cached_property
 
 from cryptography import x509
 from django.conf import settings
+from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.utils import timezone
 
 from apps.core import secrets
 from apps.core.fields import EncryptedSecretField, secret_context
 from apps.pki import crypto
-from apps.pki.choices import CAKind, KeyAlgorithm, SignatureHash
+from apps.pki.choices import CAKind, ExternalChallengeType, KeyAlgorithm, SignatureHash
+
+EXTERNAL_SECRET_FIELDS = ("scep_static_challenge", "ndes_password")
 
 
 class CertificateAuthority(models.Model):
@@ -18,6 +21,12 @@ class CertificateAuthority(models.Model):
 
     ``kind`` picks the issuer backend. A local CA holds its certificate and its private key,
     the key encrypted under the KEK; ``parent`` is the local CA that signed it, if any.
+
+    An external SCEP CA (kind ``scep``) holds no key: ``certificate_pem`` and its derived
+    fields pin the CA certificate its GetCACert returned (or an admin uploaded),
+    ``chain_pem`` the rest of that answer (RA certificates, intermediates), and the
+    ``scep_*``/``ndes_*`` fields say how to reach it. Its secrets (static challenge, NDES
+    password) are encrypted under the KEK like every other.
     """
 
     name = models.CharField("certificate authority name", max_length=200, unique=True)
@@ -84,6 +93,67 @@ class CertificateAuthority(models.Model):
     crl_number = models.PositiveBigIntegerField(
         default=0, editable=False, help_text="Number of the last CRL issued."
     )
+    scep_url = models.URLField(
+        "SCEP URL",
+        max_length=500,
+        blank=True,
+        help_text="External SCEP CA only, e.g. https://ndes.example.com/certsrv/mscep/mscep.dll.",
+    )
+    scep_challenge_type = models.CharField(
+        "challenge type",
+        max_length=10,
+        choices=ExternalChallengeType.choices,
+        default=ExternalChallengeType.NONE,
+        help_text="What the external CA expects as challenge password.",
+    )
+    scep_static_challenge = EncryptedSecretField(verbose_name="static challenge")
+    ndes_challenge_url = models.URLField(
+        "SCEP challenge URL",
+        max_length=500,
+        blank=True,
+        help_text="NDES admin page that hands out challenges, e.g. "
+        "http://ndes.example.com/certsrv/mscep_admin/.",
+    )
+    ndes_username = models.CharField("challenge username", max_length=200, blank=True)
+    ndes_password = EncryptedSecretField(verbose_name="challenge password")
+    ndes_challenge_length = models.PositiveSmallIntegerField(
+        "SCEP challenge length",
+        default=16,
+        validators=[MinValueValidator(1), MaxValueValidator(256)],
+        help_text="Characters in an NDES challenge: NDES's PasswordLength (bytes, default 8) "
+        "shown as hexadecimal, so 16 by default.",
+    )
+    scep_retry_seconds = models.PositiveIntegerField(
+        "retry timeout (seconds)",
+        default=10,
+        validators=[MinValueValidator(1), MaxValueValidator(3600)],
+        help_text="Wait between polls (CertPoll) while the CA answers PENDING.",
+    )
+    scep_max_pending_retries = models.PositiveSmallIntegerField(
+        "max retries when pending",
+        default=3,
+        validators=[MaxValueValidator(100)],
+        help_text="Polls within one attempt; after them the enrollment stays pending and is "
+        "resumed later with the same transaction id.",
+    )
+    scep_request_timeout_seconds = models.PositiveSmallIntegerField(
+        "request timeout (seconds)",
+        default=15,
+        validators=[MinValueValidator(1), MaxValueValidator(300)],
+        help_text="Every request to the SCEP or challenge URL gives up after this long.",
+    )
+    scep_allow_single_des = models.BooleanField(
+        "accept single-DES answers (legacy CAs)",
+        default=False,
+        help_text="Single DES is broken. Only for a CA that answers with nothing else, such as "
+        "micromdm scepserver 2.1; requests to it are still encrypted with AES or 3DES.",
+    )
+    tls_trust_bundle_pem = models.TextField(
+        "TLS trust bundle",
+        blank=True,
+        help_text="PEM certificates trusted, beside the system's, for https SCEP and "
+        "challenge URLs.",
+    )
     created_at = models.DateTimeField(default=timezone.now, editable=False)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -109,6 +179,30 @@ class CertificateAuthority(models.Model):
         return self.kind == CAKind.LOCAL and self.has_private_key
 
     @property
+    def is_external_scep(self) -> bool:
+        return self.kind == CAKind.SCEP
+
+    def set_secret(self, field_name: str, value: str) -> None:
+        """Encrypt ``value`` into one of the external CA's secret fields ("" clears it)."""
+        if field_name not in EXTERNAL_SECRET_FIELDS:
+            raise ValueError(f"{field_name} is not a secret of an external CA")
+        token = (
+            secrets.encrypt(value.encode(), context=secret_context(type(self), field_name))
+            if value
+            else ""
+        )
+        setattr(self, field_name, token)
+
+    def reveal_secret(self, field_name: str) -> str:
+        """The clear value of an external CA secret, for the request that needs it only."""
+        if field_name not in EXTERNAL_SECRET_FIELDS:
+            raise ValueError(f"{field_name} is not a secret of an external CA")
+        token = getattr(self, field_name)
+        if not token:
+            return ""
+        return secrets.decrypt(token, context=secret_context(type(self), field_name)).decode()
+
+    @property
     def is_valid_now(self) -> bool:
         return self.not_before <= timezone.now() < self.not_after
 
@@ -122,7 +216,10 @@ class CertificateAuthority(models.Model):
         self.not_before = certificate.not_valid_before_utc
         self.not_after = certificate.not_valid_after_utc
         self.key_algorithm = crypto.key_algorithm_of(certificate.public_key()) or ""
-        basic = certificate.extensions.get_extension_for_class(x509.BasicConstraints).value
+        try:
+            basic = certificate.extensions.get_extension_for_class(x509.BasicConstraints).value
+        except x509.ExtensionNotFound:  # an external CA's certificate may omit it
+            basic = x509.BasicConstraints(ca=True, path_length=None)
         self.path_length = basic.path_length
         self.private_key = (
             ""

@@ -18,6 +18,7 @@ from apps.certificates.identities import generate_early
 from apps.enrollment.choices import ChallengeType
 from apps.enrollment.services import mint_challenge
 from apps.enrollment.variables import VariableValueMissing
+from apps.pki.choices import CAKind
 from apps.profiles.choices import IDENTITY_PAYLOAD_KINDS, PayloadKind
 from apps.profiles.forms import DeviceChoiceForm, PayloadFormSet
 from apps.profiles.models import Delivery, Profile, ProfileAssignment, ProfilePayload
@@ -299,7 +300,9 @@ def _mobileconfig_download(request: HttpRequest, profile: Profile, device) -> Ht
             payload.uuid: mint_challenge(template=payload.template, device=device)[1]
             for payload in profile.payloads.filter(
                 kind=PayloadKind.SCEP, template__challenge_type=ChallengeType.DYNAMIC
-            ).select_related("template")
+            )
+            .exclude(template__ca__kind=CAKind.SCEP)  # an external CA checks its own challenge
+            .select_related("template")
         }
         body = mobileconfig(profile, device=device, challenges=challenges)
         record_download(profile=profile, device=device, request=request)

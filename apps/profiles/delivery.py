@@ -15,13 +15,23 @@ from django.db import transaction
 from django.db.models import F, Q, QuerySet
 from django.utils import timezone
 
-from apps.certificates.identities import IdentityNotIssued, current_identity, mark_delivered
+from apps.audit.choices import AuditAction
+from apps.audit.services import record_event
+from apps.certificates.identities import (
+    IdentityNotIssued,
+    IdentityNotRequested,
+    current_identity,
+    mark_delivered,
+    request_generation,
+)
 from apps.certificates.models import Identity
 from apps.devices.choices import DeviceStatus
 from apps.devices.models import Device
 from apps.enrollment.choices import ChallengeType
 from apps.enrollment.services import mint_challenge
 from apps.enrollment.variables import VariableValueMissing
+from apps.pki.backends.scep import UpstreamError, upstream_for
+from apps.pki.choices import CAKind, ExternalChallengeType
 from apps.profiles.choices import DeliveryStatus, PayloadKind, ProfilePlatform
 from apps.profiles.models import Delivery, Profile, ProfileAssignment
 from apps.profiles.rendering import ProfileNotRenderable, mobileconfig, neutral_profile
@@ -39,6 +49,15 @@ NEEDS_SENDING = (
     | ~Q(delivered_version=F("profile__version"))
     | ~Q(delivered_generation=F("generation"))
 )
+
+
+class ExternalCAFailure(Exception):
+    """An external CA did not give what a delivery needs; the message says which and why."""
+
+
+class IdentityAwaited(ProfileNotRenderable):
+    """A PKCS#12 payload's identity comes from an external CA that was not asked for it
+    yet: the generation task enrolls it, and the next check-in delivers it."""
 
 
 class AckRefused(Exception):
@@ -118,12 +137,15 @@ def render_delivery(delivery: Delivery) -> dict | None:
     marked delivered with the version and generation sent.
 
     Each dynamic SCEP payload gets a challenge minted now, bound to the device, its owner,
-    the template and the profile; each PKCS#12 payload the device's current identity for
-    its template, generated now if it has none. A profile that cannot be rendered for the
-    device (a variable without a value, a template Apple devices cannot use) is not sent:
-    the delivery becomes ``failed`` with the reason, its challenges and any identity
-    generated for it are discarded, and None is returned. None too when another check-in
-    sent this delivery first.
+    the template and the profile (or, for an external SCEP CA that hands out dynamic
+    challenges, one fetched from it now); each PKCS#12 payload the device's current
+    identity for its template, generated now if it has none. A profile that cannot be
+    rendered for the device (a variable without a value, a template Apple devices cannot
+    use, an external CA that gives no challenge) is not sent: the delivery becomes
+    ``failed`` with the reason, its challenges and any identity generated for it are
+    discarded, and None is returned (an external CA's failure is audited too; an identity
+    never yet asked of an external CA is asked of the generation task at once). None too
+    when another check-in sent this delivery first.
     """
     with transaction.atomic():
         delivery = _lock_delivery(pk=delivery.pk)
@@ -134,6 +156,14 @@ def render_delivery(delivery: Delivery) -> dict | None:
                 item = _render(delivery)
         except (VariableValueMissing, ProfileNotRenderable) as exc:
             _mark_failed(delivery, str(exc))
+            if isinstance(exc, IdentityAwaited):
+                # Here, outside the rolled-back savepoint, so that it survives: the device
+                # need not wait for the hourly sweep.
+                transaction.on_commit(request_generation, robust=True)
+            return None
+        except ExternalCAFailure as exc:
+            _mark_failed(delivery, str(exc))
+            _audit_upstream_failure(delivery, str(exc))
             return None
         _mark_delivered(delivery)
         return item
@@ -141,7 +171,7 @@ def render_delivery(delivery: Delivery) -> dict | None:
 
 def _render(delivery: Delivery) -> dict:
     profile, device = delivery.profile, delivery.device
-    challenges = _mint_challenges(delivery)
+    challenges = {**_mint_challenges(delivery), **_external_challenges(delivery)}
     identities = _current_identities(delivery)
     item = {
         "profile_id": profile.pk,
@@ -167,9 +197,13 @@ def _render(delivery: Delivery) -> dict:
 
 def _mint_challenges(delivery: Delivery) -> dict[uuid.UUID, str]:
     """A fresh dynamic challenge per SCEP payload with a dynamic template, by payload UUID."""
-    payloads = delivery.profile.payloads.filter(
-        kind=PayloadKind.SCEP, template__challenge_type=ChallengeType.DYNAMIC
-    ).select_related("template")
+    payloads = (
+        delivery.profile.payloads.filter(
+            kind=PayloadKind.SCEP, template__challenge_type=ChallengeType.DYNAMIC
+        )
+        .exclude(template__ca__kind=CAKind.SCEP)  # the external CA checks its own challenge
+        .select_related("template")
+    )
     challenges = {}
     for payload in payloads:
         challenge, value = mint_challenge(
@@ -181,6 +215,36 @@ def _mint_challenges(delivery: Delivery) -> dict[uuid.UUID, str]:
         challenge.save(update_fields=["profile"])
         challenges[payload.uuid] = value
     return challenges
+
+
+def _external_challenges(delivery: Delivery) -> dict[uuid.UUID, str]:
+    """A challenge fetched now from its external CA (NDES) per SCEP payload whose CA
+    hands out dynamic ones, by payload UUID. ``ExternalCAFailure`` if a CA gives none:
+    the profile is not sent without it."""
+    payloads = delivery.profile.payloads.filter(
+        kind=PayloadKind.SCEP,
+        template__ca__kind=CAKind.SCEP,
+        template__ca__scep_challenge_type=ExternalChallengeType.DYNAMIC,
+    ).select_related("template__ca")
+    challenges = {}
+    for payload in payloads:
+        ca = payload.template.ca
+        try:
+            challenges[payload.uuid] = upstream_for(ca).challenge()
+        except UpstreamError as exc:
+            raise ExternalCAFailure(
+                f"SCEP payload {payload.display_name!r}: CA server {ca} gave no challenge: {exc}"
+            ) from exc
+    return challenges
+
+
+def _audit_upstream_failure(delivery: Delivery, reason: str) -> None:
+    """An external CA failed a delivery: the administrator finds it in the audit log."""
+    record_event(
+        action=AuditAction.ISSUE_FAILED,
+        obj=delivery.device,
+        message=f"profile {delivery.profile} not delivered: {reason}",
+    )
 
 
 def _current_identities(delivery: Delivery) -> dict[uuid.UUID, Identity]:
@@ -196,7 +260,10 @@ def _current_identities(delivery: Delivery) -> dict[uuid.UUID, Identity]:
                 device=delivery.device, template=payload.template, profile=delivery.profile
             )
         except IdentityNotIssued as exc:
-            raise ProfileNotRenderable(f"PKCS#12 payload {payload.display_name!r}: {exc}") from exc
+            failure = (
+                IdentityAwaited if isinstance(exc, IdentityNotRequested) else ProfileNotRenderable
+            )
+            raise failure(f"PKCS#12 payload {payload.display_name!r}: {exc}") from exc
     delivery.identities.set(identities.values())
     return identities
 

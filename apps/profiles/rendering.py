@@ -3,7 +3,10 @@
 Variables in payload text fields and in the SCEP subject/SANs are filled with the device's
 values; a variable without a value raises ``VariableValueMissing`` and nothing is
 rendered. Dynamic challenges are minted by the caller (delivery) and passed in by payload
-UUID; static challenges are revealed here, only into the rendered profile. Likewise the
+UUID; static challenges are revealed here, only into the rendered profile. A SCEP payload
+of an external SCEP CA's template enrolls with that CA: at its own URL (delegate) or
+through the device's SCEP proxy URL (proxy), with the CA's challenge (its static one,
+revealed here, or a dynamic one the caller fetched from it). Likewise the
 server-generated identity of each PKCS#12 payload is chosen (or generated) by the caller
 and passed in by payload UUID; it is put into a PKCS#12 under a fresh random password
 here, in memory. Without one the profile is not renderable: an identity's key goes to its
@@ -20,14 +23,16 @@ from django.conf import settings
 
 from apps.certificates.identities import new_password, pkcs12_bundle
 from apps.certificates.models import Identity
-from apps.enrollment.choices import ChallengeType, KeyGeneration, SubjectSource
+from apps.enrollment.choices import ChallengeType, ExternalDelivery, KeyGeneration, SubjectSource
 from apps.enrollment.models import CertificateTemplate
 from apps.enrollment.rendering import render_subject
 from apps.enrollment.variables import LookupValues, render, values_for
 from apps.pki import crypto
+from apps.pki.choices import CAKind, ExternalChallengeType
 from apps.profiles.choices import PayloadKind
 from apps.profiles.models import APPLE_SCEP_KEY_ALGORITHMS, Profile, ProfilePayload
 from apps.profiles.signing import ProfileSigningError, sign_profile
+from apps.scep.proxy import proxy_url
 
 APPLE_KEY_SIZES = set(APPLE_SCEP_KEY_ALGORITHMS.values())
 APPLE_SAN_KEYS = {
@@ -43,11 +48,27 @@ class ProfileNotRenderable(Exception):
     """The profile cannot be rendered for this device; the message says why."""
 
 
-def scep_url(template: CertificateTemplate) -> str:
+def scep_url(template: CertificateTemplate, *, device=None, profile: Profile | None = None) -> str:
+    """Where a SCEP payload of ``template`` enrolls: mdmcerts' endpoint of the template;
+    for an external SCEP CA, the CA itself (delegate) or the device's proxy URL (proxy)."""
+    if template.ca.kind == CAKind.SCEP:
+        if template.external_delivery == ExternalDelivery.DELEGATE:
+            if not template.ca.scep_url:
+                raise ProfileNotRenderable(f"CA server {template.ca} has no SCEP URL")
+            return template.ca.scep_url
+        if template.external_delivery == ExternalDelivery.PROXY:
+            return proxy_url(device=device, template=template, profile=profile)
     return f"{settings.PUBLIC_BASE_URL}/scep/{template.slug}/pkiclient.exe"
 
 
-def _scep(payload: ProfilePayload, values: LookupValues, challenges: Mapping) -> dict:
+def _scep(
+    payload: ProfilePayload,
+    values: LookupValues,
+    challenges: Mapping,
+    *,
+    device,
+    profile: Profile,
+) -> dict:
     template = payload.template
     if template.key_generation == KeyGeneration.SERVER:
         raise ProfileNotRenderable(
@@ -60,15 +81,12 @@ def _scep(payload: ProfilePayload, values: LookupValues, challenges: Mapping) ->
         for row in template.san_rows.all()
     ]
     kind, bits = crypto.KEY_STRENGTH[template.key_algorithm]
-    challenge = ""
-    if template.challenge_type == ChallengeType.STATIC:
-        challenge = template.reveal_static_challenge()
-    elif template.challenge_type == ChallengeType.DYNAMIC:
-        challenge = challenges.get(payload.uuid, "")
-        if not challenge:
-            raise ProfileNotRenderable(f"no challenge was minted for {payload}")
-    return {
-        "url": scep_url(template),
+    external = template.ca.kind == CAKind.SCEP
+    challenge = (
+        _external_challenge(payload, challenges) if external else _challenge(payload, challenges)
+    )
+    body = {
+        "url": scep_url(template, device=device, profile=profile),
         "name": template.ca.name,
         "challenge": challenge,
         "subject": [
@@ -89,6 +107,53 @@ def _scep(payload: ProfilePayload, values: LookupValues, challenges: Mapping) ->
         "ca_fingerprint_sha1": template.ca.certificate.fingerprint(
             hashes.SHA1()  # noqa: S303 (what Apple devices compare; identifies, does not secure)
         ).hex(),
+    }
+    if external:
+        body.update(_external_polling(template))
+    return body
+
+
+def _challenge(payload: ProfilePayload, challenges: Mapping) -> str:
+    """The challenge of a template of mdmcerts' own CA: static, or minted by the caller."""
+    template = payload.template
+    if template.challenge_type == ChallengeType.STATIC:
+        return template.reveal_static_challenge()
+    if template.challenge_type == ChallengeType.DYNAMIC:
+        challenge = challenges.get(payload.uuid, "")
+        if not challenge:
+            raise ProfileNotRenderable(f"no challenge was minted for {payload}")
+        return challenge
+    return ""
+
+
+def _external_challenge(payload: ProfilePayload, challenges: Mapping) -> str:
+    """The challenge an external SCEP CA expects (the device's request goes to it, or is
+    relayed to it unchanged): its static one, or a dynamic one the caller fetched from
+    it just in time."""
+    ca = payload.template.ca
+    if ca.scep_challenge_type == ExternalChallengeType.STATIC:
+        return ca.reveal_secret("scep_static_challenge")
+    if ca.scep_challenge_type == ExternalChallengeType.DYNAMIC:
+        challenge = challenges.get(payload.uuid, "")
+        if not challenge:
+            raise ProfileNotRenderable(
+                f"SCEP payload {payload.display_name!r}: CA server {ca} hands out one-time "
+                "challenges; the challenge is fetched when the profile is delivered to its "
+                "device, so the profile cannot be downloaded by hand"
+            )
+        return challenge
+    return ""
+
+
+def _external_polling(template: CertificateTemplate) -> dict:
+    """How a device polls an external CA that answers PENDING, and whether it may read
+    the CA's single-DES answers: as the CA server says (micromdm's scepserver 2.1
+    answers with nothing else)."""
+    ca = template.ca
+    return {
+        "retries": ca.scep_max_pending_retries,
+        "retry_delay": ca.scep_retry_seconds,
+        "accept_single_des_replies": ca.scep_allow_single_des,
     }
 
 
@@ -184,7 +249,9 @@ def _render_neutral(
     rendered = []
     for payload in payloads:
         body = {
-            PayloadKind.SCEP: lambda p=payload: _scep(p, values, challenges),
+            PayloadKind.SCEP: lambda p=payload: _scep(
+                p, values, challenges, device=device, profile=profile
+            ),
             PayloadKind.PKCS12: lambda p=payload: _pkcs12(p, identities, for_apple=for_apple),
             PayloadKind.TRUSTED_CERTIFICATE: lambda p=payload: _trusted(p),
             PayloadKind.WIFI: lambda p=payload: _wifi(p, trusted),

@@ -1,4 +1,6 @@
-"""Staff API: CA servers (list, detail, CA certificate download; read-only)."""
+"""Staff API: CA servers (list, detail, CA certificate download); local CAs are
+read-only. External SCEP CA servers, created and tested through the API, are in
+``test_external_ca_servers``."""
 
 import pytest
 from cryptography import x509
@@ -39,6 +41,18 @@ def expected_ca(ca: CertificateAuthority) -> dict:
         "signature_hash": "sha256",
         "path_length": ca.path_length,
         "has_private_key": True,
+        "scep_url": "",
+        "scep_challenge_type": "none",
+        "has_static_challenge": False,
+        "ndes_challenge_url": "",
+        "ndes_username": "",
+        "has_ndes_password": False,
+        "ndes_challenge_length": 16,
+        "scep_retry_seconds": 10,
+        "scep_max_pending_retries": 3,
+        "scep_request_timeout_seconds": 15,
+        "scep_allow_single_des": False,
+        "tls_trust_bundle_pem": "",
     }
 
 
@@ -156,24 +170,35 @@ def test_a_session_signed_in_staff_user_can_read_ca_servers(bob, root):
     assert client.get(detail_url(root)).json() == expected_ca(root)
 
 
-def test_ca_servers_cannot_be_changed_through_the_api(api_as, alice, root):
+def test_local_ca_servers_cannot_be_changed_or_deleted_through_the_api(api_as, alice, root):
     client = api_as(alice)
     before = CertificateAuthority.objects.get(pk=root.pk)
 
     responses = [
-        client.post(LIST_URL, {"name": "new", "slug": "new"}, format="json"),
         client.patch(detail_url(root), {"name": "renamed"}, format="json"),
         client.put(detail_url(root), {"name": "renamed", "slug": "renamed"}, format="json"),
         client.delete(detail_url(root)),
     ]
 
-    assert [r.status_code for r in responses] == [405] * 4
+    assert [r.status_code for r in responses] == [400, 400, 405]
+    assert responses[0].json() == {
+        "detail": "Only external SCEP CA servers can be changed through the API; local CAs "
+        "are generated, imported and changed in the console."
+    }
     after = CertificateAuthority.objects.get(pk=root.pk)
     assert (after.name, after.slug, after.updated_at) == (
         before.name,
         before.slug,
         before.updated_at,
     )
+    assert CertificateAuthority.objects.count() == 1
+
+
+def test_a_post_without_a_scep_url_creates_nothing(api_as, alice, root):
+    response = api_as(alice).post(LIST_URL, {"name": "new", "slug": "new"}, format="json")
+
+    assert response.status_code == 400
+    assert response.json() == {"scep_url": ["This field is required."]}
     assert CertificateAuthority.objects.count() == 1
 
 

@@ -11,6 +11,7 @@ PATHS = [
     "/api/v1/ca-servers/",
     "/api/v1/ca-servers/{id}/",
     "/api/v1/ca-servers/{id}/certificate/",
+    "/api/v1/ca-servers/{id}/test-connection/",
     "/api/v1/templates/",
     "/api/v1/templates/{id}/",
     "/api/v1/templates/{id}/challenges/",
@@ -86,6 +87,24 @@ def test_the_template_schema_never_returns_the_static_challenge(client):
     assert "static_challenge" not in components["CertificateTemplate"]["properties"]
     assert "static_challenge" in components["CertificateTemplateRequest"]["properties"]
     assert "private_key" not in components["CertificateAuthority"]["properties"]
+
+
+def test_the_ca_server_schema_never_returns_the_external_ca_secrets(client):
+    schema = json.loads(
+        client.get(SCHEMA_URL, HTTP_ACCEPT="application/vnd.oai.openapi+json").content
+    )
+
+    components = schema["components"]["schemas"]
+    returned = components["CertificateAuthority"]["properties"]
+    accepted = components["CertificateAuthorityRequest"]["properties"]
+    for secret in ("static_challenge", "ndes_password"):
+        assert secret not in returned
+        assert accepted[secret]["writeOnly"] is True
+    assert {"has_static_challenge", "has_ndes_password"} <= set(returned)
+    test_connection = schema["paths"]["/api/v1/ca-servers/{id}/test-connection/"]["post"]
+    assert test_connection["responses"]["200"]["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/ConnectionReport"
+    }
 
 
 def test_the_schema_generates_and_validates_without_warnings(tmp_path):

@@ -118,6 +118,7 @@ def test_alice_creates_a_template_with_its_san_rows(api_as, alice, ca):
         "max_failed_attempts": 5,
         "retry_interval_seconds": 60,
         "key_generation": "device",
+        "external_delivery": "proxy",
         "subject_source": "template",
         "allowed_request_san_types": [],
         "approval_required": False,

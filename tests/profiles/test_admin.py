@@ -5,15 +5,23 @@ import pytest
 
 from apps.audit.models import AuditEvent
 from apps.audit.services import history_for
+from apps.enrollment.choices import ChallengeType, ExternalDelivery
 from apps.enrollment.models import Challenge
 from apps.enrollment.services import redeem_challenge
+from apps.pki.choices import ExternalChallengeType, KeyAlgorithm
 from apps.profiles.choices import DeliveryStatus, PayloadKind
 from apps.profiles.models import Delivery, Profile, ProfileAssignment
+from tests import ndes_double
+from tests.factories import force_template
+from tests.ndes_double import CHALLENGE, PASSWORD, USERNAME
 from tests.profiles.apple_schema import assert_valid_mobileconfig
-from tests.profiles.factories import force_device, force_group
+from tests.profiles.factories import force_device, force_group, force_payload, force_profile
+from tests.scep.upstream import offline_external_ca
 
 pytestmark = pytest.mark.django_db
 ADD = "/admin/profiles/profile/add/"
+ndes = ndes_double.ndes  # fixture: the stand-in for NDES's mscep_admin page
+EXTERNAL_URL = "https://ndes.zylker.com/certsrv/mscep/mscep.dll"
 
 
 def change_url(profile: Profile) -> str:
@@ -249,6 +257,64 @@ def test_a_device_without_the_variables_gets_an_error_and_no_challenge(client, a
 
     assert response.status_code == 200
     assert "has no value for this device or user" in response.content.decode()
+    assert Challenge.objects.count() == 0
+    assert not AuditEvent.objects.filter(action="download").exists()
+
+
+def external_profile(ca) -> Profile:
+    """An Apple profile whose SCEP payload sends the device to ``ca`` (delegate); its
+    template's own challenge type (dynamic) is mdmcerts' and does not apply."""
+    template = force_template(
+        ca=ca,
+        key_algorithm=KeyAlgorithm.RSA_2048,
+        challenge_type=ChallengeType.DYNAMIC,
+        external_delivery=ExternalDelivery.DELEGATE,
+    )
+    profile = force_profile(name="Zylker VPN", identifier="com.zylker.vpn", platform="apple")
+    force_payload(profile, PayloadKind.SCEP, display_name="VPN identity", template=template)
+    return profile
+
+
+def test_the_download_of_an_external_ca_profile_mints_no_challenge_of_mdmcerts(
+    client, alice, device
+):
+    profile = external_profile(offline_external_ca(EXTERNAL_URL))
+    client.force_login(alice)
+
+    response = client.post(download_url(profile), {"device": str(device.pk)})
+
+    assert response.status_code == 200
+    assert response["Content-Type"] == "application/x-apple-aspen-config"
+    scep = assert_valid_mobileconfig(response.content)["PayloadContent"][0]["PayloadContent"]
+    assert (scep["URL"], scep["Challenge"]) == (EXTERNAL_URL, "counted-secret")
+    assert Challenge.objects.count() == 0
+
+
+def test_a_profile_whose_ca_hands_out_ndes_challenges_cannot_be_downloaded_by_hand(
+    client, alice, device, ndes
+):
+    ca = offline_external_ca(
+        EXTERNAL_URL,
+        scep_challenge_type=ExternalChallengeType.DYNAMIC,
+        ndes_challenge_url=ndes.url,
+        ndes_username=USERNAME,
+        ndes_challenge_length=len(CHALLENGE),
+    )
+    ca.set_secret("ndes_password", PASSWORD)
+    ca.save()
+    profile = external_profile(ca)
+    client.force_login(alice)
+
+    response = client.post(download_url(profile), {"device": str(device.pk)})
+
+    assert response.status_code == 200
+    assert response["Content-Type"].startswith("text/html")
+    assert (
+        f"This profile cannot be rendered for {device}: SCEP payload &#x27;VPN identity&#x27;: "
+        f"CA server {ca} hands out one-time challenges; the challenge is fetched when the "
+        "profile is delivered to its device, so the profile cannot be downloaded by hand."
+    ) in response.content.decode()
+    assert ndes.seen_authorizations == []  # no NDES challenge wasted on a download
     assert Challenge.objects.count() == 0
     assert not AuditEvent.objects.filter(action="download").exists()
 

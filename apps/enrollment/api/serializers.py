@@ -83,6 +83,7 @@ class CertificateTemplateSerializer(serializers.ModelSerializer):
             "max_failed_attempts",
             "retry_interval_seconds",
             "key_generation",
+            "external_delivery",
             "subject_source",
             "allowed_request_san_types",
             "approval_required",

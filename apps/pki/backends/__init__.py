@@ -33,8 +33,9 @@ class IssuerBackend(Protocol):
 
 def backend_for(ca: CertificateAuthority) -> IssuerBackend:
     from apps.pki.backends.local import LocalIssuer
+    from apps.pki.backends.scep import ExternalScepIssuer
 
-    backends = {CAKind.LOCAL: LocalIssuer}
+    backends = {CAKind.LOCAL: LocalIssuer, CAKind.SCEP: ExternalScepIssuer}
     try:
         return backends[ca.kind](ca)
     except KeyError as exc:

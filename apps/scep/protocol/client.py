@@ -1,6 +1,6 @@
 """The client side of SCEP (RFC 8894): build pkiMessages, read CertReps and CA certs.
 
-Used by the tests and, later, to enroll against external SCEP CAs.
+Used by the tests and to enroll with external SCEP CAs (server-side delivery).
 """
 
 import dataclasses
@@ -89,6 +89,31 @@ def build_pki_message(
         digest=digest_algorithm,
     )
     return der, nonce
+
+
+def certificate_request(
+    *,
+    key: PrivateKey,
+    subject: x509.Name,
+    sans: tuple[x509.GeneralName, ...] = (),
+    challenge_password: str = "",
+    extensions: tuple[tuple[x509.ExtensionType, bool], ...] = (),
+) -> x509.CertificateSigningRequest:
+    """A PKCS#10 request signed with SHA-256: the subject, the SANs and other requested
+    extensions, and the challengePassword attribute when there is one."""
+    builder = x509.CertificateSigningRequestBuilder().subject_name(subject)
+    if sans:
+        # RFC 5280 4.2.1.6: critical when the subject is empty.
+        builder = builder.add_extension(
+            x509.SubjectAlternativeName(list(sans)), critical=len(subject) == 0
+        )
+    for extension, critical in extensions:
+        builder = builder.add_extension(extension, critical=critical)
+    if challenge_password:
+        builder = builder.add_attribute(
+            x509.oid.AttributeOID.CHALLENGE_PASSWORD, challenge_password.encode()
+        )
+    return builder.sign(key, hashes.SHA256())
 
 
 def pkcs_req_payload(csr: x509.CertificateSigningRequest) -> bytes:
