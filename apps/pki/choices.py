@@ -5,6 +5,7 @@ class CAKind(models.TextChoices):
     """How certificates of a CA server come to be (one issuer backend each)."""
 
     LOCAL = "local", "Local CA (mdmcerts signs)"
+    SINGLE_FILE = "single_file", "Single file identity"
 
 
 class KeyAlgorithm(models.TextChoices):
