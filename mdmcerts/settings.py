@@ -51,6 +51,7 @@ INSTALLED_APPS = [
     "rest_framework",
     "drf_spectacular",
     "django_celery_beat",
+    "axes",
     "apps.core",
     "apps.audit",
     "apps.pki",
@@ -59,6 +60,7 @@ INSTALLED_APPS = [
     "apps.certificates",
     "apps.profiles",
     "apps.scep",
+    "apps.portal",
 ]
 
 MIDDLEWARE = [
@@ -70,6 +72,15 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last: it turns a sign-in refused for a locked-out user into the lockout page.
+    "axes.middleware.AxesMiddleware",
+]
+
+# The lockout backend first: it refuses a locked-out username + address before any
+# password is checked, for the portal's and the console's sign-in alike.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
 ]
 
 ROOT_URLCONF = "mdmcerts.urls"
@@ -217,7 +228,36 @@ SPECTACULAR_SETTINGS = {
     },
 }
 
-LOGIN_URL = "admin:login"
+# End users sign in to the self-service portal; the console has its own sign-in page.
+LOGIN_URL = "portal:sign-in"
+# Sessions end after a working day (seconds) rather than Django's two weeks: a forgotten
+# browser should not keep access to certificate uploads for long.
+SESSION_COOKIE_AGE = env.int("SESSION_COOKIE_AGE", default=12 * 3600)
+SESSION_COOKIE_SAMESITE = "Lax"
+CSRF_COOKIE_SAMESITE = "Lax"
+# No script reads the CSRF cookie: every form carries the token in a hidden field.
+CSRF_COOKIE_HTTPONLY = True
+CSRF_FAILURE_VIEW = "apps.portal.views.csrf_failure"
+
+# Sign-in throttling (django-axes, database handler, so every gunicorn process agrees):
+# after MDMCERTS_LOGIN_FAILURE_LIMIT failed attempts for one username from one address,
+# that pair is refused (even with the right password) for MDMCERTS_LOGIN_COOLOFF_MINUTES.
+# Attempts while locked out are refused without extending the pause, so "wait 15 minutes"
+# stays true for the person who mistyped; an attacker gets the same few tries per pause.
+# `python manage.py axes_reset_username USERNAME` (or `axes_reset`) unlocks at once; the
+# console lists attempts under "Axes".
+AXES_FAILURE_LIMIT = env.int("MDMCERTS_LOGIN_FAILURE_LIMIT", default=5)
+AXES_COOLOFF_TIME = datetime.timedelta(
+    minutes=env.int("MDMCERTS_LOGIN_COOLOFF_MINUTES", default=15)
+)
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_RESET_COOL_OFF_ON_FAILURE_DURING_LOCKOUT = False
+AXES_CLIENT_IP_CALLABLE = "apps.core.net.client_ip"
+AXES_VERBOSE = False  # no start-up banner on every manage.py command
+AXES_LOCKOUT_CALLABLE = "apps.portal.views.locked_out"
+# Masked in the attempts axes records (the password always is).
+AXES_SENSITIVE_PARAMETERS = ["username", "ip_address", "csrfmiddlewaretoken"]
 
 LOGGING = {
     "version": 1,

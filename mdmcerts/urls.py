@@ -1,4 +1,5 @@
-"""URLs, split by audience: console (admin), staff API, and public device-facing views."""
+"""URLs, split by audience: console (admin), staff API, public device-facing views and the
+end users' self-service portal."""
 
 from django.contrib import admin
 from django.urls import include, path
@@ -16,4 +17,5 @@ urlpatterns = [
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
     path("pki/", include("apps.pki.urls")),
+    path("portal/", include("apps.portal.urls")),
 ]

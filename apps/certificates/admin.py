@@ -15,7 +15,8 @@ from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone
-from django.utils.html import format_html
+from django.utils.html import format_html, format_html_join
+from django.utils.safestring import mark_safe
 
 from apps.audit.admin import AuditedAdminMixin
 from apps.certificates import identities_admin  # noqa: F401 (registers the Identity admin)
@@ -24,6 +25,7 @@ from apps.certificates.models import (
     Certificate,
     CertificateRequest,
     CertificateToRevokeAtCA,
+    Identity,
     LifecycleSettings,
 )
 from apps.certificates.services import (
@@ -38,6 +40,7 @@ from apps.certificates.services import (
     revoke_certificate,
 )
 from apps.pki.choices import RevocationReason
+from apps.profiles.models import Delivery
 from apps.scep.services import renewal_opens
 
 HEX_TERM = re.compile(r"^[0-9A-Fa-f:]{8,}$")
@@ -171,6 +174,8 @@ class CertificateAdmin(AuditedAdminMixin, admin.ModelAdmin):
         "user",
         "device",
         "profile",
+        "identity_held",
+        "delivered_to",
         "created_at",
         "downloads",
         "certificate_pem",
@@ -205,6 +210,40 @@ class CertificateAdmin(AuditedAdminMixin, admin.ModelAdmin):
         if HEX_TERM.match(search_term.strip()):
             search_term = search_term.replace(":", "").strip().lower()
         return super().get_search_results(request, queryset, search_term)
+
+    @admin.display(description="key held by mdmcerts")
+    def identity_held(self, cert: Certificate) -> str:
+        identity = Identity.objects.filter(certificate=cert).first()
+        if identity is None:
+            return "no (the device holds its key)"
+        purpose = f" for {identity.get_purpose_display()}" if identity.purpose else ""
+        if not identity.current:
+            return f"no longer{purpose}: the key was deleted or replaced"
+        return f"yes{purpose}, encrypted under the KEK (never shown)"
+
+    @admin.display(description="delivered to")
+    def delivered_to(self, cert: Certificate):
+        """The devices whose last delivery of a profile carried this identity."""
+        deliveries = (
+            Delivery.objects.filter(identities__certificate=cert)
+            .select_related("device", "profile")
+            .order_by("device__name", "pk")
+        )
+        if not deliveries:
+            return "—"
+        return format_html_join(
+            mark_safe("<br>"),
+            '<a href="{}">{}</a>: {} ({})',
+            (
+                (
+                    reverse("admin:devices_device_change", args=[d.device_id]),
+                    d.device,
+                    d.profile,
+                    d.get_status_display(),
+                )
+                for d in deliveries
+            ),
+        )
 
     @admin.display(description="lifecycle")
     def lifecycle(self, cert: Certificate) -> str:

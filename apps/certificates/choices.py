@@ -30,3 +30,11 @@ class RevocationCause(models.TextChoices):
     OWNER_DEACTIVATED = "owner_deactivated", "Owner deactivated"
     SUPERSEDED = "superseded", "Superseded by renewal"
     UNDELIVERED = "undelivered", "Server-generated identity not delivered in time"
+
+
+class IdentityPurpose(models.TextChoices):
+    """What a user-provided identity is for; a profile payload asks for one purpose."""
+
+    SMIME_SIGNING = "smime_signing", "S/MIME signing"
+    SMIME_ENCRYPTION = "smime_encryption", "S/MIME encryption"
+    IDENTITY = "identity", "Identity (Wi-Fi, VPN, authentication)"

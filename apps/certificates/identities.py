@@ -176,7 +176,7 @@ def _generate(
                 current=True,
                 created_at=now,
             )
-            _store_key(identity, key)
+            store_key(identity, key)
             identity.save()
     except (IssuanceRefused, VariableValueMissing) as exc:
         raise IdentityNotIssued(f"identity for template {template}: {exc}") from exc
@@ -186,11 +186,13 @@ def _generate(
     return identity
 
 
-def _store_key(identity: Identity, key: crypto.PrivateKey) -> None:
+def store_key(identity: Identity, key: crypto.PrivateKey) -> None:
+    """Keep ``key`` in ``identity``, encrypted under the KEK (the row is not saved)."""
     identity.private_key = secrets.encrypt(crypto.private_key_der(key), context=KEY_CONTEXT)
 
 
-def _load_key(identity: Identity) -> crypto.PrivateKey:
+def load_key(identity: Identity) -> crypto.PrivateKey:
+    """The identity's private key, decrypted in memory for one use."""
     # Not crypto.load_stored_key: that cache suits a CA's few keys, not every device's.
     der = secrets.decrypt(identity.private_key, context=KEY_CONTEXT)
     return serialization.load_der_private_key(der, password=None)
@@ -658,7 +660,7 @@ def _record_external(
         current=True,
         created_at=now,
     )
-    _store_key(identity, _load_enrollment_key(row))
+    store_key(identity, _load_enrollment_key(row))
     identity.save()
     row.delete()
     return identity
@@ -705,7 +707,7 @@ def pkcs12_bundle(identity: Identity, *, password: str, for_apple: bool) -> byte
     MAC. Either way the password travels beside the file, so the check-in's TLS, not the
     PBE, is what protects the key in transit.
     """
-    key = _load_key(identity)
+    key = load_key(identity)
     chain = [] if for_apple else _issuers(identity)
     builder = serialization.PrivateFormat.PKCS12.encryption_builder()
     if for_apple:

@@ -34,21 +34,26 @@ class IdentityAdmin(AuditedAdminMixin, admin.ModelAdmin):
 
     list_display = [
         "certificate_link",
+        "source",
         "device",
+        "user",
+        "purpose",
         "template",
         "current",
         "delivered_at",
         "created_at",
     ]
-    list_filter = ["current", DeliveredFilter, "certificate__source", "template"]
+    list_filter = ["current", DeliveredFilter, "certificate__source", "purpose", "template"]
     search_fields = [
         "certificate__subject",
         "certificate__serial",
         "certificate__fingerprint_sha256",
         "device__name",
         "device__serial_number",
+        "user__username",
+        "user__email",
     ]
-    list_select_related = ["certificate", "device", "template"]
+    list_select_related = ["certificate", "device", "template", "user"]
     show_full_result_count = False
     date_hierarchy = "created_at"
     fields = [

@@ -7,7 +7,12 @@ from django.conf import settings
 from django.db import models
 from django.utils import timezone
 
-from apps.certificates.choices import CertificateSource, CertificateStatus, RevocationCause
+from apps.certificates.choices import (
+    CertificateSource,
+    CertificateStatus,
+    IdentityPurpose,
+    RevocationCause,
+)
 from apps.core.fields import EncryptedSecretField
 from apps.enrollment.models import CertificateTemplate
 from apps.enrollment.rendering import RequestedNames
@@ -31,9 +36,12 @@ class Certificate(models.Model):
 
     ca = models.ForeignKey(
         CertificateAuthority,
+        null=True,
+        blank=True,
         on_delete=models.PROTECT,
         related_name="certificates",
         verbose_name="issuer",
+        help_text="The CA server it came from; empty for a user-provided certificate.",
     )
     template = models.ForeignKey(
         CertificateTemplate,
@@ -297,7 +305,10 @@ class Identity(models.Model):
         help_text="The owner of a user-provided identity.",
     )
     purpose = models.CharField(
-        max_length=30, blank=True, help_text="Purpose of a user-provided identity."
+        max_length=30,
+        blank=True,
+        choices=IdentityPurpose.choices,
+        help_text="Purpose of a user-provided identity.",
     )
     current = models.BooleanField(default=True)
     delivered_at = models.DateTimeField(null=True, blank=True)

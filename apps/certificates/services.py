@@ -114,10 +114,12 @@ def certificate_row(
     device=None,
     replaces: Certificate | None = None,
     profile=None,
+    ca: CertificateAuthority | None = None,
 ) -> Certificate:
-    """The inventory row for ``cert``, not saved."""
+    """The inventory row for ``cert``, not saved. Its CA server is the template's, or
+    ``ca`` without a template (single file identities; none for user-provided ones)."""
     return Certificate(
-        ca=template.ca,
+        ca=template.ca if template is not None else ca,
         template=template,
         serial=crypto.serial_hex(cert),
         subject=crypto.format_name(cert.subject),
@@ -276,7 +278,7 @@ def revoke_certificate(
         row.revocation_reason = reason
         changes = {"status": [before, row.status], "revocation_reason": ["", reason]}
         fields = ["status", "revoked_at", "revocation_reason"]
-        external = row.ca.kind == CAKind.SCEP
+        external = row.ca is not None and row.ca.kind == CAKind.SCEP
         if external:
             row.revoke_at_ca_requested_at = row.revoked_at
             changes["revoke_at_ca_requested_at"] = [None, str(row.revoked_at)]
@@ -290,10 +292,11 @@ def revoke_certificate(
             changes=changes,
             message=REVOKE_AT_CA_NOTE.format(ca=row.ca) if external else "",
         )
-        if not external:
-            # After commit, so the revocation's transaction does not wait for the CRL
-            # signature; robust: the revocation stands if signing fails (logged); the next
-            # publication covers it.
+        # After commit, so the revocation's transaction does not wait for the CRL signature;
+        # robust: the revocation stands if signing fails (logged); the next publication covers it.
+        # Only a local CA has a CRL of ours: not an external SCEP CA (revoked there by an
+        # administrator), not a certificate mdmcerts was given (uploaded).
+        if row.ca is not None and row.ca.kind == CAKind.LOCAL:
             transaction.on_commit(lambda: publish_crl(row.ca), robust=True)
     return row
 
@@ -443,6 +446,9 @@ CAUSE_REASONS = {
     RevocationCause.OWNER_DEACTIVATED: RevocationReason.AFFILIATION_CHANGED,
 }
 DIGEST_KEY = "expiry digest of {day}"
+# Certificates mdmcerts was given with their key rather than issued: no CA of ours revokes
+# or renews them.
+GIVEN_SOURCES = (CertificateSource.USER_PROVIDED, CertificateSource.SINGLE_FILE)
 
 CertificateRow = tuple  # (pk, subject, serial, *fields) from ``_lock_batch``
 
@@ -759,6 +765,7 @@ def sweep_revocations(now: datetime.datetime | None = None) -> dict[str, int]:
                 "pending_revocation_cause",
                 "template__revocation_enabled",
                 "ca",
+                "source",
                 skip_locked=True,
             )
             if not rows:
@@ -776,13 +783,16 @@ def sweep_revocations(now: datetime.datetime | None = None) -> dict[str, int]:
 
 def _end_grace_periods(rows: list[CertificateRow], now: datetime.datetime) -> tuple[int, int]:
     """Revoke (or mark removed) locked rows of (pk, subject, serial, status, cause,
-    revocation enabled, CA server id); a certificate whose template is gone is revoked."""
+    revocation enabled, CA server id, source); a certificate whose template is gone is
+    revoked, one that mdmcerts was given (uploaded) is marked removed: no CA of ours can
+    revoke it."""
     external_cas = set(
         CertificateAuthority.objects.filter(kind=CAKind.SCEP).values_list("pk", flat=True)
     )
     groups = defaultdict(list)
     for row in rows:
-        groups[(row[3], row[4], row[5] is not False, row[6] in external_cas)].append(row)
+        revoke = row[5] is not False and row[7] not in GIVEN_SOURCES
+        groups[(row[3], row[4], revoke, row[6] in external_cas)].append(row)
     revoked = removed = 0
     for (before, cause, revoke, external), group in groups.items():
         label = RevocationCause(cause).label if cause else "unknown cause"
@@ -1048,7 +1058,7 @@ def expiring_without_renewal(*, now: datetime.datetime, days: int) -> QuerySet[C
             )
         )
         .filter(renews=False)
-        .select_related("template", "device", "user")
+        .select_related("template", "device", "user", "ca")
         .order_by("not_after", "pk")
     )
 
@@ -1056,6 +1066,10 @@ def expiring_without_renewal(*, now: datetime.datetime, days: int) -> QuerySet[C
 def why_not_renewing(certificate: Certificate) -> str:
     """Why a certificate of the digest will not renew by itself, in a few words."""
     template, device = certificate.template, certificate.device
+    if certificate.source == CertificateSource.USER_PROVIDED:
+        return "uploaded by its owner: they upload a renewed one in the portal"
+    if certificate.source == CertificateSource.SINGLE_FILE:
+        return f"single file identity of CA server {certificate.ca}: upload a renewed file"
     if template is None or not template.auto_renew:
         return "no automatic renewal"
     if certificate.source != RENEWABLE_SOURCES.get(template.key_generation):

@@ -11,9 +11,17 @@ from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
 
 from apps.audit.admin import AuditedAdminMixin
+from apps.certificates.single_file import store_single_file_identity
 from apps.pki import crypto, external
 from apps.pki.choices import CAKind
-from apps.pki.forms import ChangeCAForm, ExternalCAForm, GenerateCAForm, ImportCAForm
+from apps.pki.forms import (
+    ChangeCAForm,
+    ChangeSingleFileCAForm,
+    ExternalCAForm,
+    GenerateCAForm,
+    ImportCAForm,
+    SingleFileCAForm,
+)
 from apps.pki.models import CertificateAuthority, CertificateRevocationList
 from apps.pki.services import generate_local_ca, import_ca
 
@@ -36,6 +44,36 @@ GENERATE_FIELDSETS = [
 IMPORT_FIELDSETS = [
     (None, {"fields": ["name", "slug", "description"]}),
     ("Identity", {"fields": ["identity_file", "key_file", "password", "signature_hash"]}),
+]
+SINGLE_FILE_FIELDSETS = [
+    (None, {"fields": ["name", "slug", "description"]}),
+    (
+        "Identity",
+        {
+            "fields": ["identity_file", "password"],
+            "description": "One identity delivered to every device a profile with a single "
+            "file identity payload of this CA server targets.",
+        },
+    ),
+]
+ADD_TITLES = {
+    "import": "Import a CA",
+    "external": "Add an external SCEP CA",
+    "single_file": "Add a single file identity",
+    "generate": "Generate a CA",
+}
+
+
+SINGLE_FILE_CERTIFICATE_FIELDS = [
+    "subject",
+    "serial",
+    "fingerprint",
+    "not_before",
+    "not_after",
+    "key_algorithm",
+    "key_stored",
+    "downloads",
+    "certificate_pem",
 ]
 
 EXTERNAL_SETTINGS = [
@@ -113,10 +151,14 @@ class CertificateAuthorityAdmin(AuditedAdminMixin, admin.ModelAdmin):
     def get_form(self, request, obj=None, change=False, **kwargs):
         if self._is_external(request, obj):
             kwargs["form"] = ExternalCAForm
+        elif obj is not None and obj.kind == CAKind.SINGLE_FILE:
+            kwargs["form"] = ChangeSingleFileCAForm
         elif obj is not None:
             kwargs["form"] = ChangeCAForm
         elif self._mode(request) == "import":
             kwargs["form"] = ImportCAForm
+        elif self._mode(request) == "single_file":
+            kwargs["form"] = SingleFileCAForm
         else:
             kwargs["form"] = GenerateCAForm
         kwargs["fields"] = None
@@ -126,7 +168,17 @@ class CertificateAuthorityAdmin(AuditedAdminMixin, admin.ModelAdmin):
         if self._is_external(request, obj):
             return self._external_fieldsets(obj)
         if obj is None:
-            return IMPORT_FIELDSETS if self._mode(request) == "import" else GENERATE_FIELDSETS
+            return {"import": IMPORT_FIELDSETS, "single_file": SINGLE_FILE_FIELDSETS}.get(
+                self._mode(request), GENERATE_FIELDSETS
+            )
+        if obj.kind == CAKind.SINGLE_FILE:
+            return [
+                (None, {"fields": ["name", "description", "kind"]}),
+                (
+                    "Identity",
+                    {"fields": [*SINGLE_FILE_CERTIFICATE_FIELDS, "identity_file", "password"]},
+                ),
+            ]
         return [
             (None, {"fields": ["name", "description", "kind", "signature_hash", "successor"]}),
             ("Certificate", {"fields": self.certificate_fields}),
@@ -137,6 +189,8 @@ class CertificateAuthorityAdmin(AuditedAdminMixin, admin.ModelAdmin):
     def get_readonly_fields(self, request, obj=None):
         if obj is not None and obj.kind == CAKind.SCEP:
             return EXTERNAL_READONLY
+        if obj is not None and obj.kind == CAKind.SINGLE_FILE:
+            return ["kind", *SINGLE_FILE_CERTIFICATE_FIELDS]
         return self.readonly_fields if obj is not None else []
 
     def _is_external(self, request, obj) -> bool:
@@ -168,9 +222,7 @@ class CertificateAuthorityAdmin(AuditedAdminMixin, admin.ModelAdmin):
         return self.prepopulated_fields if obj is None else {}
 
     def add_view(self, request, form_url="", extra_context=None):
-        title = {"import": "Import a CA", "external": "Add an external SCEP CA"}.get(
-            self._mode(request), "Generate a CA"
-        )
+        title = ADD_TITLES.get(self._mode(request), ADD_TITLES["generate"])
         return super().add_view(request, form_url, {"title": title, **(extra_context or {})})
 
     @staticmethod
@@ -178,15 +230,27 @@ class CertificateAuthorityAdmin(AuditedAdminMixin, admin.ModelAdmin):
         return request.GET.get("mode") or request.POST.get("mode") or "generate"
 
     def save_model(self, request, obj, form, change) -> None:
+        data = form.cleaned_data
         if isinstance(form, ExternalCAForm):
             form.apply(obj)
             if not change:
                 obj.kind = CAKind.SCEP
                 external.save_external_ca(obj, before=None, request=request)
                 return None
+        if isinstance(form, SingleFileCAForm):
+            if change:
+                super().save_model(request, obj, form, change)
+            if not change or data.get("identity_bytes"):
+                store_single_file_identity(
+                    ca=obj,
+                    data=data["identity_bytes"],
+                    password=data.get("password") or "",
+                    actor=request.user,
+                    request=request,
+                )
+            return None
         if change:
             return super().save_model(request, obj, form, change)
-        data = form.cleaned_data
         if isinstance(form, ImportCAForm):
             import_ca(
                 ca=obj,
@@ -334,6 +398,8 @@ class CertificateAuthorityAdmin(AuditedAdminMixin, admin.ModelAdmin):
 
     @admin.display(description="private key", boolean=False)
     def key_stored(self, ca: CertificateAuthority) -> str:
+        if ca.kind == CAKind.SINGLE_FILE:
+            return "the identity's key, stored encrypted under the KEK (never shown)"
         return "stored encrypted under the KEK" if ca.has_private_key else "not held by mdmcerts"
 
     @admin.display(description="download")

@@ -6,6 +6,7 @@ class CAKind(models.TextChoices):
 
     LOCAL = "local", "Local CA (mdmcerts signs)"
     SCEP = "scep", "External SCEP CA (NDES, DigiCert ONE, EJBCA, any RFC 8894 CA)"
+    SINGLE_FILE = "single_file", "Single file identity"
 
 
 class ExternalChallengeType(models.TextChoices):

@@ -4,6 +4,12 @@ from cryptography import x509
 from django import forms
 from django.core.exceptions import ValidationError
 
+from apps.certificates.uploads import (
+    MAX_UPLOAD_BYTES,
+    UploadRejected,
+    check_not_recorded,
+    validate_pkcs12,
+)
 from apps.pki import crypto, external
 from apps.pki.backends.scep import UpstreamError, upstream_for
 from apps.pki.choices import CAKind, ExternalChallengeType, KeyAlgorithm
@@ -271,3 +277,67 @@ class ExternalCAForm(forms.ModelForm):
 
 
 SECRET_FIELDS = (("static_challenge", "scep_static_challenge"), ("ndes_password", "ndes_password"))
+
+
+class SingleFileIdentityField(forms.FileField):
+    """A PKCS#12 upload, read only when it is small enough to be one identity."""
+
+    def clean(self, data, initial=None):
+        upload = super().clean(data, initial)
+        if upload and upload.size > MAX_UPLOAD_BYTES:
+            raise ValidationError(
+                f"The file is {upload.size // 1024} KB; at most {MAX_UPLOAD_BYTES // 1024} KB "
+                "is accepted."
+            )
+        return upload
+
+
+class SingleFileCAForm(forms.ModelForm):
+    """A CA server of kind single file: one PKCS#12 identity every assigned device gets."""
+
+    identity_file = SingleFileIdentityField(
+        label="Identity (PKCS#12)",
+        help_text=".p12 or .pfx with one certificate, its private key and its issuers, at "
+        "most 100 KB. The key is stored encrypted; it is never shown or downloadable.",
+    )
+    password = forms.CharField(
+        required=False,
+        strip=False,
+        widget=forms.PasswordInput(render_value=False),
+        help_text="The PKCS#12 password. It is not stored.",
+    )
+
+    class Meta:
+        model = CertificateAuthority
+        fields = ["name", "slug", "description"]
+
+    def clean(self) -> dict:
+        data = super().clean()
+        upload = data.get("identity_file")
+        if upload is not None:
+            data["identity_bytes"] = upload.read()
+            try:
+                bundle = validate_pkcs12(
+                    data=data["identity_bytes"], password=data.get("password") or ""
+                )
+                check_not_recorded(bundle.certificate)
+            except UploadRejected as exc:
+                raise ValidationError({"identity_file": exc.message}) from exc
+        return data
+
+
+class ChangeSingleFileCAForm(SingleFileCAForm):
+    """Rename a single-file CA server, or replace its identity with a renewed file."""
+
+    class Meta:
+        model = CertificateAuthority
+        fields = ["name", "description"]
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["identity_file"].required = False
+        self.fields["identity_file"].label = "Replace the identity (PKCS#12)"
+        self.fields["identity_file"].help_text = (
+            "Optional: a renewed .p12 or .pfx. Every device that got the identity gets the "
+            "new one at its next check-in."
+        )

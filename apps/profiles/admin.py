@@ -48,11 +48,20 @@ KIND_FIELDSETS = [
         "PKCS#12. The key is never shown or downloadable.",
     ),
     (
-        [PayloadKind.TRUSTED_CERTIFICATE],
-        "Trusted certificate",
+        [PayloadKind.TRUSTED_CERTIFICATE, PayloadKind.SINGLE_FILE],
+        "CA server",
         ["ca"],
-        "Needs a CA server: its certificate and every issuer above it are installed as "
-        "trusted (the root as a root payload, the others as certificates).",
+        "Trusted certificate: the CA server's certificate and every issuer above it are "
+        "installed as trusted. Single file identity: a CA server of that kind, whose one "
+        "identity every device gets as a PKCS#12.",
+    ),
+    (
+        [PayloadKind.USER_PROVIDED],
+        "User-provided certificate",
+        ["user_identity_purpose"],
+        "The device owner's uploaded certificate for this purpose, delivered as a PKCS#12 "
+        "with a new random password per delivery. Until the owner uploads one, the "
+        'delivery fails and the portal\'s "My devices" page tells them what to upload.',
     ),
     (
         [PayloadKind.WIFI],

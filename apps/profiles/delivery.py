@@ -25,6 +25,8 @@ from apps.certificates.identities import (
     request_generation,
 )
 from apps.certificates.models import Identity
+from apps.certificates.single_file import single_file_identity
+from apps.certificates.uploads import user_identity_for
 from apps.devices.choices import DeviceStatus
 from apps.devices.models import Device
 from apps.enrollment.choices import ChallengeType
@@ -32,8 +34,13 @@ from apps.enrollment.services import mint_challenge
 from apps.enrollment.variables import VariableValueMissing
 from apps.pki.backends.scep import UpstreamError, upstream_for
 from apps.pki.choices import CAKind, ExternalChallengeType
-from apps.profiles.choices import DeliveryStatus, PayloadKind, ProfilePlatform
-from apps.profiles.models import Delivery, Profile, ProfileAssignment
+from apps.profiles.choices import (
+    PKCS12_PAYLOAD_KINDS,
+    DeliveryStatus,
+    PayloadKind,
+    ProfilePlatform,
+)
+from apps.profiles.models import Delivery, Profile, ProfileAssignment, ProfilePayload
 from apps.profiles.rendering import ProfileNotRenderable, mobileconfig, neutral_profile
 
 logger = logging.getLogger(__name__)
@@ -248,24 +255,34 @@ def _audit_upstream_failure(delivery: Delivery, reason: str) -> None:
 
 
 def _current_identities(delivery: Delivery) -> dict[uuid.UUID, Identity]:
-    """The device's current identity per PKCS#12 payload, by payload UUID (generated on
-    demand); the delivery remembers which identities it carries, for the acknowledgement."""
-    payloads = delivery.profile.payloads.filter(kind=PayloadKind.PKCS12).select_related(
-        "template__ca"
+    """The identity of each PKCS#12-delivered payload, by payload UUID: the device's
+    server-generated one for the template (generated on demand), its owner's upload for the
+    purpose, or the single-file CA's. The delivery remembers which identities it carries,
+    for the acknowledgement and the inventory."""
+    payloads = delivery.profile.payloads.filter(kind__in=PKCS12_PAYLOAD_KINDS).select_related(
+        "template__ca", "ca"
     )
     identities = {}
     for payload in payloads:
         try:
-            identities[payload.uuid] = current_identity(
-                device=delivery.device, template=payload.template, profile=delivery.profile
-            )
+            identities[payload.uuid] = _identity_for(payload, delivery)
         except IdentityNotIssued as exc:
             failure = (
                 IdentityAwaited if isinstance(exc, IdentityNotRequested) else ProfileNotRenderable
             )
-            raise failure(f"PKCS#12 payload {payload.display_name!r}: {exc}") from exc
+            raise failure(f"{payload.label()}: {exc}") from exc
     delivery.identities.set(identities.values())
     return identities
+
+
+def _identity_for(payload: ProfilePayload, delivery: Delivery) -> Identity:
+    if payload.kind == PayloadKind.USER_PROVIDED:
+        return user_identity_for(device=delivery.device, purpose=payload.user_identity_purpose)
+    if payload.kind == PayloadKind.SINGLE_FILE:
+        return single_file_identity(ca=payload.ca)
+    return current_identity(
+        device=delivery.device, template=payload.template, profile=delivery.profile
+    )
 
 
 def _needs_sending(delivery: Delivery) -> bool:
@@ -368,6 +385,35 @@ def redeliver(device: Device, *, profile: Profile | None = None) -> int:
     if profile is not None:
         deliveries = deliveries.filter(profile=profile)
     return deliveries.update(
+        generation=F("generation") + 1, status=DeliveryStatus.PENDING, updated_at=timezone.now()
+    )
+
+
+def redeliver_user_identity(*, user, purpose: str) -> int:
+    """The owner's upload for ``purpose`` changed (new, replaced, deleted): every profile
+    of their devices with a user-provided payload for it goes out again, failed ones
+    included. Returns how many deliveries."""
+    deliveries = Delivery.objects.filter(
+        device__owner=user,
+        profile__payloads__kind=PayloadKind.USER_PROVIDED,
+        profile__payloads__user_identity_purpose=purpose,
+    )
+    return _redeliver_all(deliveries)
+
+
+def redeliver_single_file(*, ca) -> int:
+    """The identity file of single-file CA server ``ca`` was replaced: every profile with a
+    payload of it goes out again. Returns how many deliveries."""
+    deliveries = Delivery.objects.filter(
+        profile__payloads__kind=PayloadKind.SINGLE_FILE, profile__payloads__ca=ca
+    )
+    return _redeliver_all(deliveries)
+
+
+def _redeliver_all(deliveries: QuerySet[Delivery]) -> int:
+    # By primary key: an UPDATE cannot take the joins that chose them.
+    chosen = deliveries.exclude(status__in=WITHDRAWN).values("pk")
+    return Delivery.objects.filter(pk__in=chosen).update(
         generation=F("generation") + 1, status=DeliveryStatus.PENDING, updated_at=timezone.now()
     )
 

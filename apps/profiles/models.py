@@ -9,6 +9,7 @@ from django.core.exceptions import ValidationError
 from django.db import models
 from django.utils import timezone
 
+from apps.certificates.choices import IdentityPurpose
 from apps.core import secrets
 from apps.core.fields import EncryptedSecretField, secret_context
 from apps.devices.models import Device, DeviceGroup
@@ -16,7 +17,7 @@ from apps.enrollment.choices import KeyGeneration
 from apps.enrollment.models import CertificateTemplate
 from apps.enrollment.variables import validate_variables
 from apps.pki import crypto
-from apps.pki.choices import KeyAlgorithm
+from apps.pki.choices import CAKind, KeyAlgorithm
 from apps.pki.models import CertificateAuthority
 from apps.profiles.choices import (
     IDENTITY_PAYLOAD_KINDS,
@@ -47,6 +48,8 @@ PAYLOAD_FIELDS: dict[str, list[str]] = {
     ],
     PayloadKind.VPN: ["vpn_type", "server", "remote_identifier", "account", "identity"],
     PayloadKind.EMAIL: ["host", "use_ssl", "email_address", "user_name", "identity"],
+    PayloadKind.USER_PROVIDED: ["user_identity_purpose"],
+    PayloadKind.SINGLE_FILE: ["ca"],
 }
 REQUIRED_PAYLOAD_FIELDS: dict[str, list[str]] = {
     PayloadKind.SCEP: ["template"],
@@ -55,6 +58,8 @@ REQUIRED_PAYLOAD_FIELDS: dict[str, list[str]] = {
     PayloadKind.WIFI: ["ssid", "wifi_security", "identity"],
     PayloadKind.VPN: ["vpn_type", "server", "identity"],
     PayloadKind.EMAIL: ["host", "email_address", "identity"],
+    PayloadKind.USER_PROVIDED: ["user_identity_purpose"],
+    PayloadKind.SINGLE_FILE: ["ca"],
 }
 
 
@@ -154,8 +159,19 @@ class ProfilePayload(models.Model):
         blank=True,
         on_delete=models.PROTECT,
         related_name="+",
-        verbose_name="CA server (its chain)",
-        help_text="Trusted certificate: this CA's certificate and every issuer above it.",
+        verbose_name="CA server",
+        help_text="Trusted certificate: this CA's certificate and every issuer above it. "
+        "Single file identity: a CA server of that kind, whose one identity every device "
+        "gets.",
+    )
+    # User-provided certificate
+    user_identity_purpose = models.CharField(
+        "user-provided certificate purpose",
+        max_length=30,
+        blank=True,
+        choices=IdentityPurpose.choices,
+        help_text="User-provided certificate: the device's owner's uploaded certificate for "
+        "this purpose.",
     )
     # Identity of Wi-Fi, VPN and email payloads: a SCEP or PKCS#12 payload of the same profile.
     identity = models.ForeignKey(
@@ -165,8 +181,8 @@ class ProfilePayload(models.Model):
         on_delete=models.SET_NULL,
         related_name="+",
         verbose_name="identity certificate",
-        help_text="Wi-Fi, VPN, email: a SCEP or PKCS#12 identity payload of this profile "
-        "(save it first).",
+        help_text="Wi-Fi, VPN, email: an identity payload of this profile (SCEP, PKCS#12, "
+        "user-provided or single file; save it first).",
     )
     # Wi-Fi
     ssid = models.CharField("SSID", max_length=32, blank=True, help_text="Wi-Fi: network name.")
@@ -258,11 +274,15 @@ class ProfilePayload(models.Model):
             or identity is self
         ):
             errors["identity"] = (
-                "The identity must be a SCEP or PKCS#12 identity payload of the same profile."
+                "The identity must be an identity payload (SCEP, PKCS#12, user-provided or "
+                "single file) of the same profile."
             )
         template_error = self._template_error()
         if template_error:
             errors["template"] = template_error
+        ca_error = self._ca_error()
+        if ca_error:
+            errors["ca"] = ca_error
         if errors:
             raise ValidationError(errors)
 
@@ -296,9 +316,30 @@ class ProfilePayload(models.Model):
             )
         return ""
 
+    def _ca_error(self) -> str:
+        """A single file identity comes from a CA server of that kind; a trusted
+        certificate from a CA (a single-file server holds an end-entity identity)."""
+        ca = self.ca if self.ca_id and "ca" in PAYLOAD_FIELDS.get(self.kind, []) else None
+        if ca is None:
+            return ""
+        single_file = ca.kind == CAKind.SINGLE_FILE
+        if self.kind == PayloadKind.SINGLE_FILE and not single_file:
+            return f"CA server {ca} is not a single file identity; choose one that is."
+        if self.kind == PayloadKind.TRUSTED_CERTIFICATE and single_file:
+            return (
+                f"CA server {ca} holds a single file identity, not a CA to trust; use a "
+                "single file identity payload for it."
+            )
+        return ""
+
     def _for_apple(self) -> bool:
         profile = self.profile if self._has("profile") else None
         return profile is not None and profile.platform == ProfilePlatform.APPLE
+
+    def label(self) -> str:
+        """How messages name the payload: its kind and display name."""
+        kind = "PKCS#12" if self.kind == PayloadKind.PKCS12 else self.get_kind_display()
+        return f"{kind} payload {self.display_name!r}"
 
     def summary(self) -> str:
         """The payload in one line, with the fields its kind uses: its audit trail."""

@@ -29,7 +29,7 @@ from apps.enrollment.rendering import render_subject
 from apps.enrollment.variables import LookupValues, render, values_for
 from apps.pki import crypto
 from apps.pki.choices import CAKind, ExternalChallengeType
-from apps.profiles.choices import PayloadKind
+from apps.profiles.choices import PKCS12_PAYLOAD_KINDS, PayloadKind
 from apps.profiles.models import APPLE_SCEP_KEY_ALGORITHMS, Profile, ProfilePayload
 from apps.profiles.signing import ProfileSigningError, sign_profile
 from apps.scep.proxy import proxy_url
@@ -163,7 +163,7 @@ def _pkcs12(
     identity = identities.get(payload.uuid)
     if identity is None:
         raise ProfileNotRenderable(
-            f"PKCS#12 payload {payload.display_name!r}: a server-generated identity is "
+            f"{payload.label()}: an identity is "
             "delivered to its device at check-in only, never in a download"
         )
     password = new_password()
@@ -172,11 +172,20 @@ def _pkcs12(
     return {
         "data": base64.b64encode(bundle).decode(),
         "password": password,
-        "file_name": f"{payload.template.slug}-{certificate.serial[:16]}.p12",
+        "source": certificate.source,
+        "file_name": f"{_file_stem(payload)}-{certificate.serial[:16]}.p12",
         "fingerprint_sha256": certificate.fingerprint_sha256,
         "subject": certificate.subject,
         "not_after": certificate.not_after.isoformat(),
     }
+
+
+def _file_stem(payload: ProfilePayload) -> str:
+    if payload.kind == PayloadKind.USER_PROVIDED:
+        return payload.user_identity_purpose.replace("_", "-")
+    if payload.kind == PayloadKind.SINGLE_FILE:
+        return payload.ca.slug
+    return payload.template.slug
 
 
 def _trusted(payload: ProfilePayload) -> dict:
@@ -253,17 +262,23 @@ def _render_neutral(
                 p, values, challenges, device=device, profile=profile
             ),
             PayloadKind.PKCS12: lambda p=payload: _pkcs12(p, identities, for_apple=for_apple),
+            PayloadKind.USER_PROVIDED: lambda p=payload: _pkcs12(
+                p, identities, for_apple=for_apple
+            ),
+            PayloadKind.SINGLE_FILE: lambda p=payload: _pkcs12(p, identities, for_apple=for_apple),
             PayloadKind.TRUSTED_CERTIFICATE: lambda p=payload: _trusted(p),
             PayloadKind.WIFI: lambda p=payload: _wifi(p, trusted),
             PayloadKind.VPN: lambda p=payload: _vpn(p, values),
             PayloadKind.EMAIL: lambda p=payload: _email(p, values),
         }[payload.kind]()
+        # Devices install every identity mdmcerts holds the key of the same way.
+        kind = PayloadKind.PKCS12 if payload.kind in PKCS12_PAYLOAD_KINDS else payload.kind
         rendered.append(
             {
                 "uuid": str(payload.uuid),
-                "kind": payload.kind,
+                "kind": kind,
                 "display_name": payload.display_name,
-                payload.kind: body,
+                kind: body,
             }
         )
     neutral = {

@@ -32,6 +32,9 @@ PATHS = [
     "/api/v1/profiles/{id}/",
     "/api/v1/profile-assignments/",
     "/api/v1/profile-assignments/{id}/",
+    "/api/v1/identities/",
+    "/api/v1/identities/{id}/",
+    "/api/v1/users/{user_pk}/identities/",
 ]
 
 

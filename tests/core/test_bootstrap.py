@@ -244,7 +244,12 @@ def test_it_creates_the_demo_end_user_who_can_sign_in(client):
     user = get_user_model().objects.get(username=data["portal_username"])
     assert (user.email, user.is_staff, user.is_superuser) == ("demo.user@example.com", False, False)
     assert user.check_password(data["portal_password"])
-    assert client.login(username=data["portal_username"], password=data["portal_password"])
+    response = client.post(
+        "/portal/sign-in/",
+        {"username": data["portal_username"], "password": data["portal_password"]},
+    )
+    assert response.status_code == 302
+    assert client.session["_auth_user_id"] == str(user.pk)
 
 
 def test_a_portal_password_changed_since_is_not_printed():

@@ -194,8 +194,8 @@ def test_invalid_payloads_are_refused_and_change_nothing(alice, wifi_profile):
     assert bad_identity.status_code == 400
     assert bad_identity.json() == {
         "payloads": [
-            "Payload 3 (Wi-Fi): identity certificate: The identity must be a SCEP or PKCS#12 "
-            "identity payload of the same profile."
+            "Payload 3 (Wi-Fi): identity certificate: The identity must be an identity "
+            "payload (SCEP, PKCS#12, user-provided or single file) of the same profile."
         ]
     }
     assert bad_variable.status_code == 400

@@ -266,12 +266,14 @@ def test_check_in_generates_the_identity_on_demand_as_a_pkcs12_the_device_opens(
     assert set(bundle) == {
         "data",
         "password",
+        "source",
         "file_name",
         "fingerprint_sha256",
         "subject",
         "not_after",
     }
     assert bundle["fingerprint_sha256"] == identity.certificate.fingerprint_sha256
+    assert bundle["source"] == "server_generated"
     assert bundle["subject"] == "C=US,O=Zylker,OU=dana,CN=C02ZK1ABMD6T"
     assert bundle["file_name"].endswith(".p12") and len(bundle["password"]) >= 32
     assert (identity.device, identity.template, identity.certificate.profile) == (
