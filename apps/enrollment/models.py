@@ -68,6 +68,8 @@ class CertificateTemplate(models.Model):
         on_delete=models.PROTECT,
         related_name="templates",
         verbose_name="CA server",
+        # A single file identity CA server holds one identity and issues nothing.
+        limit_choices_to=~models.Q(kind="single_file"),
     )
     subject = models.CharField(
         max_length=500,

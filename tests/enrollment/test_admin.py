@@ -5,6 +5,8 @@ import pytest
 from apps.audit.models import AuditEvent
 from apps.audit.services import history_for, secret_marker
 from apps.enrollment.models import CertificateTemplate
+from apps.pki.choices import CAKind
+from apps.pki.models import CertificateAuthority
 from tests.factories import force_ca, force_certificate, force_template
 
 pytestmark = pytest.mark.django_db
@@ -148,3 +150,15 @@ def test_a_template_that_issued_certificates_cannot_be_deleted(client, alice):
     client.post(url, {"post": "yes"})
     assert CertificateTemplate.objects.filter(pk=template.pk).exists()
     assert not history_for(template).filter(action="delete").exists()
+
+
+def test_a_single_file_ca_server_cannot_be_a_templates_ca(client, alice):
+    single_file = force_ca()
+    CertificateAuthority.objects.filter(pk=single_file.pk).update(kind=CAKind.SINGLE_FILE)
+    client.force_login(alice)
+
+    response = client.post(ADD, template_form(single_file))
+
+    assert response.status_code == 200
+    assert "Select a valid choice" in response.content.decode()
+    assert CertificateTemplate.objects.count() == 0
