@@ -4,6 +4,7 @@ charlie is a signed-in user with no staff access."""
 import pytest
 from django.contrib.auth.models import Permission
 
+from mdmcerts.celery import app as celery_app
 from tests.factories import force_user
 
 
@@ -30,3 +31,12 @@ def charlie(db):
     user.set_password("charlie-password-1")
     user.save()
     return user
+
+
+@pytest.fixture
+def eager_celery():
+    """Tasks run at once in this process (no broker, no worker), errors raised."""
+    before = celery_app.conf.task_always_eager, celery_app.conf.task_eager_propagates
+    celery_app.conf.task_always_eager = celery_app.conf.task_eager_propagates = True
+    yield
+    celery_app.conf.task_always_eager, celery_app.conf.task_eager_propagates = before

@@ -1,9 +1,9 @@
 """micromdm's ``scepserver`` (Debian package ``scep``) as an external SCEP CA for tests.
 
-``start_scepserver`` inits a fresh 2048-bit CA in a depot and runs the server on a free
-port until the test ends. scepserver 2.1 has no bind option (it listens on every
-interface), signs its CertReps with SHA-1 and encrypts them with single DES-CBC whatever
-the request used.
+``running_scepserver`` (and the ``start_scepserver`` fixture on it) inits a fresh 2048-bit
+CA in a depot and runs the server on a free port until the block (or test) ends.
+scepserver 2.1 has no bind option (it listens on every interface), signs its CertReps
+with SHA-1 and encrypts them with single DES-CBC whatever the request used.
 
 Test modules take the fixtures they use by assignment (a plain import of a fixture that
 is then a test's argument trips ruff's F811)::
@@ -13,6 +13,7 @@ is then a test's argument trips ruff's F811)::
     scepserver = scepserver_fixtures.scepserver
 """
 
+import contextlib
 import shutil
 import socket
 import subprocess
@@ -28,6 +29,7 @@ from apps.pki import external
 from apps.pki.choices import ExternalChallengeType
 from apps.pki.models import CertificateAuthority
 from tests.factories import random_name
+from tests.subprocesses import free_port
 
 STATIC_CHALLENGE = "scep-secret"
 STARTUP_TIMEOUT = 10
@@ -49,12 +51,6 @@ class RunningScepServer:
         return sum(1 for path in self.depot.glob("*.pem") if path.name != "ca.pem")
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def _wait_until_listening(port: int, process: subprocess.Popen, log: Path) -> None:
     deadline = time.monotonic() + STARTUP_TIMEOUT
     while time.monotonic() < deadline:
@@ -73,40 +69,48 @@ def _init_depot(binary: str, depot: Path) -> None:
     subprocess.run(command, check=True, capture_output=True, timeout=60)
 
 
-@pytest.fixture
-def start_scepserver() -> Iterator[Callable[..., RunningScepServer]]:
-    """A factory: ``start_scepserver(tmp_path, challenge=...)`` runs one scepserver."""
-    processes: list[subprocess.Popen] = []
-
-    def start(workdir: Path, *, challenge: str = STATIC_CHALLENGE) -> RunningScepServer:
-        binary = shutil.which("scepserver")
-        if binary is None:
-            pytest.fail(MISSING)
-        depot = workdir / "scepserver-depot"
-        _init_depot(binary, depot)
-        port, log = free_port(), workdir / "scepserver.log"
-        # -allowrenew 0: a renewal enrolls the same subject again while the old one is valid.
-        command = [
-            binary, "-depot", str(depot), "-port", str(port),
-            "-challenge", challenge, "-allowrenew", "0",
-        ]  # fmt: skip
-        with log.open("wb") as output:
-            process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT)
-        processes.append(process)
+@contextlib.contextmanager
+def running_scepserver(
+    workdir: Path, *, challenge: str = STATIC_CHALLENGE
+) -> Iterator[RunningScepServer]:
+    """scepserver with a fresh CA in ``workdir``, stopped when the block ends."""
+    binary = shutil.which("scepserver")
+    if binary is None:
+        pytest.fail(MISSING)
+    depot = workdir / "scepserver-depot"
+    _init_depot(binary, depot)
+    port, log = free_port(), workdir / "scepserver.log"
+    # -allowrenew 0: a renewal enrolls the same subject again while the old one is valid.
+    command = [
+        binary, "-depot", str(depot), "-port", str(port),
+        "-challenge", challenge, "-allowrenew", "0",
+    ]  # fmt: skip
+    with log.open("wb") as output:
+        process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT)
+    try:
         _wait_until_listening(port, process, log)
         ca_pem_path = depot / "ca.pem"
-        return RunningScepServer(
+        yield RunningScepServer(
             url=f"http://127.0.0.1:{port}/scep",
             ca_certificate=x509.load_pem_x509_certificate(ca_pem_path.read_bytes()),
             ca_pem_path=ca_pem_path,
             depot=depot,
             challenge=challenge,
         )
-
-    yield start
-    for process in processes:
+    finally:
         process.terminate()
         process.wait(timeout=STARTUP_TIMEOUT)
+
+
+@pytest.fixture
+def start_scepserver() -> Iterator[Callable[..., RunningScepServer]]:
+    """A factory: ``start_scepserver(tmp_path, challenge=...)`` runs one scepserver."""
+    with contextlib.ExitStack() as running:
+
+        def start(workdir: Path, *, challenge: str = STATIC_CHALLENGE) -> RunningScepServer:
+            return running.enter_context(running_scepserver(workdir, challenge=challenge))
+
+        yield start
 
 
 @pytest.fixture

@@ -5,7 +5,6 @@ import contextlib
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -16,16 +15,12 @@ from pathlib import Path
 
 import pytest
 
+from tests.subprocesses import free_port
+
 ROOT = Path(__file__).resolve().parents[1]
 START_TIMEOUT = 60
 STOP_TIMEOUT = 40
 STARTED_RE = re.compile(r"^run +\| started (\w+) \(pid (\d+)\)")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def embedded_env(var_dir: Path, **extra: str) -> dict[str, str]:

@@ -123,8 +123,34 @@ class RevokeForm(forms.Form):
     )
 
 
+class CertificateRecordsMixin:
+    """Certificates as records, never added or deleted from the console, searched by
+    serial or fingerprint as tools print them, downloaded as PEM."""
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
+
+    def get_search_results(self, request, queryset, search_term):
+        # Serials and fingerprints are stored as plain lowercase hex; accept them as
+        # tools print them (colons, upper case).
+        if HEX_TERM.match(search_term.strip()):
+            search_term = search_term.replace(":", "").strip().lower()
+        return super().get_search_results(request, queryset, search_term)
+
+    @admin.display(description="serial number", ordering="serial")
+    def serial_hex(self, cert: Certificate) -> str:
+        return cert.serial_colon_hex
+
+    @admin.action(description="Download selected as PEM")
+    def download_pem(self, request, queryset):
+        return _certificates_response(queryset, "pem")
+
+
 @admin.register(Certificate)
-class CertificateAdmin(AuditedAdminMixin, admin.ModelAdmin):
+class CertificateAdmin(AuditedAdminMixin, CertificateRecordsMixin, admin.ModelAdmin):
     """Every certificate mdmcerts issued: searched, filtered, revoked, downloaded.
 
     Rows are records: they are never added or deleted from the console.
@@ -198,19 +224,6 @@ class CertificateAdmin(AuditedAdminMixin, admin.ModelAdmin):
     ]
     readonly_fields = [*certificate_fields, *lifecycle_fields]
 
-    def has_add_permission(self, request) -> bool:
-        return False
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False
-
-    def get_search_results(self, request, queryset, search_term):
-        # Serials and fingerprints are stored as plain lowercase hex; accept them as
-        # tools print them (colons, upper case).
-        if HEX_TERM.match(search_term.strip()):
-            search_term = search_term.replace(":", "").strip().lower()
-        return super().get_search_results(request, queryset, search_term)
-
     @admin.display(description="key held by mdmcerts")
     def identity_held(self, cert: Certificate) -> str:
         identity = Identity.objects.filter(certificate=cert).first()
@@ -273,10 +286,6 @@ class CertificateAdmin(AuditedAdminMixin, admin.ModelAdmin):
     @admin.display(description="serial", ordering="serial")
     def short_serial(self, cert: Certificate) -> str:
         return cert.serial[:16] + ("…" if len(cert.serial) > 16 else "")
-
-    @admin.display(description="serial number")
-    def serial_hex(self, cert: Certificate) -> str:
-        return cert.serial_colon_hex
 
     @admin.display(description="SHA-256 fingerprint")
     def fingerprint(self, cert: Certificate) -> str:
@@ -357,17 +366,13 @@ class CertificateAdmin(AuditedAdminMixin, admin.ModelAdmin):
         }
         return TemplateResponse(request, "admin/certificates/revoke.html", context)
 
-    @admin.action(description="Download selected as PEM")
-    def download_pem(self, request, queryset):
-        return _certificates_response(queryset, "pem")
-
     @admin.action(description="Download selected as DER")
     def download_der(self, request, queryset):
         return _certificates_response(queryset, "der")
 
 
 @admin.register(CertificateToRevokeAtCA)
-class CertificateToRevokeAtCAAdmin(admin.ModelAdmin):
+class CertificateToRevokeAtCAAdmin(CertificateRecordsMixin, admin.ModelAdmin):
     """The "revoke at the CA" list: certificates of external SCEP CAs that mdmcerts revoked
     (a revocation sweep or an administrator) and SCEP cannot revoke at the CA. An
     administrator revokes each at its CA (by serial number), then marks it done here."""
@@ -407,21 +412,6 @@ class CertificateToRevokeAtCAAdmin(admin.ModelAdmin):
     def get_queryset(self, request):
         return super().get_queryset(request).filter(revoke_at_ca_requested_at__isnull=False)
 
-    def has_add_permission(self, request) -> bool:
-        return False
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False
-
-    def get_search_results(self, request, queryset, search_term):
-        if HEX_TERM.match(search_term.strip()):
-            search_term = search_term.replace(":", "").strip().lower()
-        return super().get_search_results(request, queryset, search_term)
-
-    @admin.display(description="serial number", ordering="serial")
-    def serial_hex(self, cert: Certificate) -> str:
-        return cert.serial_colon_hex
-
     @admin.action(description="Mark selected as revoked at the CA", permissions=["change"])
     def mark_revoked_at_ca(self, request, queryset) -> None:
         count = mark_revoked_at_ca(certificates=queryset, request=request)
@@ -431,10 +421,6 @@ class CertificateToRevokeAtCAAdmin(admin.ModelAdmin):
             self.message_user(
                 request, f"{skipped} were marked revoked at the CA already.", messages.WARNING
             )
-
-    @admin.action(description="Download selected as PEM")
-    def download_pem(self, request, queryset):
-        return _certificates_response(queryset, "pem")
 
 
 def _revoke_at_ca_notice(count: int):

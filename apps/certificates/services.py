@@ -5,6 +5,7 @@ import datetime
 import logging
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
+from typing import Any
 
 from asn1crypto.core import UTF8String
 from cryptography import x509
@@ -318,10 +319,7 @@ def mark_revoked_at_ca(
             if not rows:
                 return marked
             Certificate.objects.filter(pk__in=_ids(rows)).update(revoke_at_ca_done_at=now)
-            by_ca = defaultdict(list)
-            for row in rows:
-                by_ca[row[3]].append(row)
-            for ca_name, group in by_ca.items():
+            for ca_name, group in _grouped(rows).items():
                 _record_certificate_events(
                     group,
                     action=AuditAction.UPDATE,
@@ -514,6 +512,14 @@ def _ids(rows: Iterable[CertificateRow]) -> list[int]:
     return [row[0] for row in rows]
 
 
+def _grouped(rows: Iterable[CertificateRow]) -> dict[Any, list[CertificateRow]]:
+    """``rows`` grouped by their first field after (pk, subject, serial)."""
+    groups: dict[Any, list[CertificateRow]] = defaultdict(list)
+    for row in rows:
+        groups[row[3]].append(row)
+    return groups
+
+
 # --- pending revocation ------------------------------------------------------------------
 
 
@@ -595,10 +601,7 @@ def cancel_pending_revocation(
                 pending_revocation_since=None,
                 revoke_after=None,
             )
-            by_cause = defaultdict(list)
-            for row in rows:
-                by_cause[row[3]].append(row)
-            for cause, group in by_cause.items():
+            for cause, group in _grouped(rows).items():
                 _record_certificate_events(
                     group,
                     action=AuditAction.UPDATE,
@@ -879,10 +882,7 @@ def sweep_expired(now: datetime.datetime | None = None) -> dict[str, int]:
             if not rows:
                 break
             Certificate.objects.filter(pk__in=_ids(rows)).update(status=CertificateStatus.EXPIRED)
-            by_status = defaultdict(list)
-            for row in rows:
-                by_status[row[3]].append(row)
-            for before, group in by_status.items():
+            for before, group in _grouped(rows).items():
                 _record_certificate_events(
                     group,
                     action=AuditAction.UPDATE,

@@ -49,13 +49,18 @@ from apps.profiles.models import Profile
 from apps.scep.protocol import MalformedMessage, MessageType, PKIStatus, decode_get_message
 from apps.scep.protocol.cms import load_signed_message
 from apps.scep.protocol.constants import (
-    MAX_MESSAGE_SIZE,
     OID_MESSAGE_TYPE,
     OID_PKI_STATUS,
     OID_TRANSACTION_ID,
 )
 from apps.scep.protocol.errors import ProtocolError
-from apps.scep.views import MAX_GET_MESSAGE, RawBodyParser, _raw_message_param, text
+from apps.scep.views import (
+    TOO_LARGE,
+    RawBodyParser,
+    get_message_param,
+    posted_message,
+    text,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -266,13 +271,11 @@ class ScepProxyView(APIView):
             return _relayed(lambda: relay_get(grant, operation=operation, message=message))
         if operation != "PKIOperation":
             return text("unknown or missing operation", status=400)
-        raw = request._request.META.get("QUERY_STRING", "")
-        if len(raw) > MAX_GET_MESSAGE:
-            return text("the message is too large", status=414)
+        param = get_message_param(request)
+        if param is None:
+            return text(TOO_LARGE, status=414)
         try:
-            der = decode_get_message(
-                _raw_message_param(raw) or request.query_params.get("message", "")
-            )
+            der = decode_get_message(param)
         except MalformedMessage as exc:
             return text(exc.reason, status=400)
         return self._pki_operation(grant, request, der, by_post=False)
@@ -284,15 +287,9 @@ class ScepProxyView(APIView):
             return _refused(refusal)
         if request.query_params.get("operation") != "PKIOperation":
             return text("POST is for operation=PKIOperation", status=400)
-        try:
-            length = int(request.META.get("CONTENT_LENGTH") or 0)
-        except ValueError:
-            length = 0  # as Django reads such a request: no body
-        if length > MAX_MESSAGE_SIZE:
-            return text("the message is too large", status=413)
-        body = request._request.read(MAX_MESSAGE_SIZE + 1)
-        if len(body) > MAX_MESSAGE_SIZE:
-            return text("the message is too large", status=413)
+        body = posted_message(request)
+        if body is None:
+            return text(TOO_LARGE, status=413)
         return self._pki_operation(grant, request, body, by_post=True)
 
     def _pki_operation(

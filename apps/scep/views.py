@@ -17,6 +17,7 @@ logger = logging.getLogger(__name__)
 
 PKI_MESSAGE = "application/x-pki-message"
 MAX_GET_MESSAGE = MAX_MESSAGE_SIZE * 4 // 3 + 1024  # base64 of the largest message, encoded
+TOO_LARGE = "the message is too large"
 
 
 class RawBodyParser(BaseParser):
@@ -44,16 +45,10 @@ class ScepView(APIView):
         operation = request.query_params.get("operation", "")
         if operation == "PKIOperation":
             self._known(slug)
-            raw = request._request.META.get("QUERY_STRING", "")
-            if len(raw) > MAX_GET_MESSAGE:
-                return text("the message is too large", status=414)
-            return self._pki_operation(
-                slug,
-                request,
-                lambda: decode_get_message(
-                    _raw_message_param(raw) or request.query_params.get("message", "")
-                ),
-            )
+            param = get_message_param(request)
+            if param is None:
+                return text(TOO_LARGE, status=414)
+            return self._pki_operation(slug, request, lambda: decode_get_message(param))
         endpoint = self._endpoint(slug)
         if operation == "GetCACaps":
             return text(services.ca_caps(endpoint))
@@ -72,15 +67,9 @@ class ScepView(APIView):
         self._known(slug)
         if request.query_params.get("operation") != "PKIOperation":
             return text("POST is for operation=PKIOperation", status=400)
-        try:
-            length = int(request.META.get("CONTENT_LENGTH") or 0)
-        except ValueError:
-            length = 0  # as Django reads such a request: no body
-        if length > MAX_MESSAGE_SIZE:
-            return text("the message is too large", status=413)
-        body = request._request.read(MAX_MESSAGE_SIZE + 1)
-        if len(body) > MAX_MESSAGE_SIZE:
-            return text("the message is too large", status=413)
+        body = posted_message(request)
+        if body is None:
+            return text(TOO_LARGE, status=413)
         return self._pki_operation(slug, request, lambda: body)
 
     def _known(self, slug: str) -> None:
@@ -104,7 +93,29 @@ class ScepView(APIView):
         return HttpResponse(reply, content_type=PKI_MESSAGE)
 
 
-def _raw_message_param(query_string: str) -> str | None:
+def get_message_param(request: Request) -> str | None:
+    """The message parameter of a GET PKIOperation, still base64 and %-escaped; None when
+    the query string is over ``MAX_GET_MESSAGE`` (answer 414)."""
+    raw = request._request.META.get("QUERY_STRING", "")
+    if len(raw) > MAX_GET_MESSAGE:
+        return None
+    return raw_message_param(raw) or request.query_params.get("message", "")
+
+
+def posted_message(request: Request) -> bytes | None:
+    """The body of a POST PKIOperation; None when it is over ``MAX_MESSAGE_SIZE`` by its
+    Content-Length or by what it really holds (answer 413)."""
+    try:
+        length = int(request.META.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        length = 0  # as Django reads such a request: no body
+    if length > MAX_MESSAGE_SIZE:
+        return None
+    body = request._request.read(MAX_MESSAGE_SIZE + 1)
+    return None if len(body) > MAX_MESSAGE_SIZE else body
+
+
+def raw_message_param(query_string: str) -> str | None:
     """The message parameter as sent: form decoding would turn the unescaped '+' that
     macOS sends into spaces; decode_get_message undoes the %-escapes itself."""
     for part in query_string.split("&"):

@@ -16,7 +16,8 @@ from apps.pki.backends.scep import UpstreamError, upstream_for
 from apps.pki.models import CertificateAuthority
 from tests import scepserver as scepserver_fixtures
 from tests.factories import force_ca, make_key, self_signed_ca
-from tests.scepserver import external_ca_for, free_port
+from tests.scepserver import external_ca_for
+from tests.subprocesses import free_port
 
 # The scepserver fixtures of tests/scepserver.py.
 scepserver, start_scepserver = scepserver_fixtures.scepserver, scepserver_fixtures.start_scepserver

@@ -37,7 +37,6 @@ from apps.profiles import delivery
 from apps.profiles.choices import PayloadKind, ProfilePlatform
 from apps.profiles.models import Delivery, Profile, ProfilePayload
 from apps.profiles.services import assign
-from mdmcerts.celery import app as celery_app
 from tests.core.test_no_key_in_clear import database_dump, forms_of
 from tests.factories import force_ca, force_template, force_user, random_name
 
@@ -121,15 +120,6 @@ def stored_key(identity: Identity):
 
 def generated_on(device: Device) -> list[Identity]:
     return list(Identity.objects.filter(device=device).select_related("certificate"))
-
-
-@pytest.fixture
-def eager_celery():
-    """Tasks run at once in this process (no broker, no worker), errors raised."""
-    before = celery_app.conf.task_always_eager, celery_app.conf.task_eager_propagates
-    celery_app.conf.task_always_eager = celery_app.conf.task_eager_propagates = True
-    yield
-    celery_app.conf.task_always_eager, celery_app.conf.task_eager_propagates = before
 
 
 # --- early generation -----------------------------------------------------------------------

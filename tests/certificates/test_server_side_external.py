@@ -28,7 +28,8 @@ from tests import scepserver as scepserver_fixtures
 from tests.certificates import test_identities
 from tests.certificates.test_identities import SANS, SUBJECT, pkcs12_profile, stored_key
 from tests.factories import force_template
-from tests.scepserver import external_ca_for, free_port
+from tests.scepserver import external_ca_for
+from tests.subprocesses import free_port
 
 # The scepserver fixtures of tests/scepserver.py.
 scepserver, start_scepserver = scepserver_fixtures.scepserver, scepserver_fixtures.start_scepserver

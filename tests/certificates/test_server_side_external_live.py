@@ -26,7 +26,6 @@ from apps.pki.models import CertificateAuthority
 from apps.profiles.models import Delivery
 from apps.profiles.services import assign
 from apps.scep.protocol import client
-from mdmcerts.celery import app as celery_app
 from tests import openssl
 from tests import scepserver as scepserver_fixtures
 from tests.e2e import conftest as e2e
@@ -39,15 +38,6 @@ from tests.scepserver import external_ca_for
 scepserver, start_scepserver = scepserver_fixtures.scepserver, scepserver_fixtures.start_scepserver
 pytestmark = pytest.mark.django_db(transaction=True)
 server, make_agent, erin = e2e.server, e2e.make_agent, e2e.erin
-
-
-@pytest.fixture
-def eager_celery():
-    """Tasks run at once in this process (no broker, no worker), errors raised."""
-    before = celery_app.conf.task_always_eager, celery_app.conf.task_eager_propagates
-    celery_app.conf.task_always_eager = celery_app.conf.task_eager_propagates = True
-    yield
-    celery_app.conf.task_always_eager, celery_app.conf.task_eager_propagates = before
 
 
 def server_side_template(ca, **fields):

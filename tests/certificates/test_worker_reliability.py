@@ -35,6 +35,7 @@ from apps.certificates.models import Certificate
 from apps.profiles.models import Delivery
 from tests.certificates.lifecycle_fixtures import *  # noqa: F403
 from tests.certificates.lifecycle_fixtures import Laptop, crl_serials
+from tests.subprocesses import database_url, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 REDIS_DB = 14  # apart from the development broker's db 0
@@ -56,13 +57,6 @@ def redis_reachable() -> bool:
         return False
 
 
-def closed_port() -> int:
-    """A local TCP port nothing listens on (bound, then released)."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 @pytest.fixture
 def postgresql(transactional_db) -> dict:
     if connection.vendor != "postgresql":
@@ -70,14 +64,6 @@ def postgresql(transactional_db) -> dict:
     if not redis_reachable():
         pytest.skip("needs Redis at {}:{} (the Celery broker)".format(*redis_address()))
     return connection.settings_dict
-
-
-def database_url(settings_dict: dict) -> str:
-    user = urllib.parse.quote(settings_dict["USER"] or "")
-    password = settings_dict["PASSWORD"]
-    credentials = f"{user}:{urllib.parse.quote(password)}" if password else user
-    host, port = settings_dict["HOST"] or "127.0.0.1", settings_dict["PORT"] or 5432
-    return f"postgres://{credentials}@{host}:{port}/{settings_dict['NAME']}"
 
 
 @dataclass
@@ -262,7 +248,7 @@ def test_with_the_broker_down_enrollment_goes_on_and_the_lifecycle_catches_up(
     make_due(laptop.certificate)
     worker = start_worker(concurrency=2)
 
-    down = worker.sender(broker=f"redis://127.0.0.1:{closed_port()}/0")
+    down = worker.sender(broker=f"redis://127.0.0.1:{free_port()}/0")
     with pytest.raises(BrokerDown):
         down.send_task("certificates.renewal_sweep", queue=worker.queue, retry=False)
     down.close()

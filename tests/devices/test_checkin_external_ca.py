@@ -22,34 +22,25 @@ from apps.audit.models import AuditEvent
 from apps.certificates.identities import generate_pending_identities, request_generation
 from apps.enrollment.choices import ChallengeType, ExternalDelivery, KeyGeneration
 from apps.enrollment.models import Challenge
-from apps.pki.choices import ExternalChallengeType, KeyAlgorithm
+from apps.pki.choices import KeyAlgorithm
 from apps.pki.models import CertificateAuthority
 from apps.profiles.choices import PayloadKind
 from apps.profiles.models import Delivery, ProfilePayload
 from apps.profiles.services import assign
-from mdmcerts.celery import app as celery_app
 from tests import ndes_double
 from tests import scepserver as scepserver_fixtures
 from tests.devices.conftest import SANS, SUBJECT, force_profile, scep_payload_of
 from tests.factories import force_template
 from tests.ndes_double import CHALLENGE, PASSWORD, USERNAME
-from tests.scep.upstream import offline_external_ca
-from tests.scepserver import external_ca_for, free_port
+from tests.scep.upstream import ndes_external_ca
+from tests.scepserver import external_ca_for
+from tests.subprocesses import free_port
 
 pytestmark = pytest.mark.django_db
 scepserver, start_scepserver = scepserver_fixtures.scepserver, scepserver_fixtures.start_scepserver
 ndes = ndes_double.ndes  # fixture: the stand-in for NDES's mscep_admin page
 
 EXTERNAL_URL = "https://ndes.zylker.com/certsrv/mscep/mscep.dll"
-
-
-@pytest.fixture
-def eager_celery():
-    """Tasks run at once in this process (no broker, no worker), errors raised."""
-    before = celery_app.conf.task_always_eager, celery_app.conf.task_eager_propagates
-    celery_app.conf.task_always_eager = celery_app.conf.task_eager_propagates = True
-    yield
-    celery_app.conf.task_always_eager, celery_app.conf.task_eager_propagates = before
 
 
 def external_template(ca, **fields):
@@ -160,16 +151,7 @@ def test_a_local_ca_failure_does_not_ask_for_a_generation(
 
 
 def ndes_profile(group, url: str, *, password: str = PASSWORD, **fields):
-    ca = offline_external_ca(
-        EXTERNAL_URL,
-        scep_challenge_type=ExternalChallengeType.DYNAMIC,
-        ndes_challenge_url=url,
-        ndes_username=USERNAME,
-        ndes_challenge_length=len(CHALLENGE),
-        **fields,
-    )
-    ca.set_secret("ndes_password", password)
-    ca.save()
+    ca = ndes_external_ca(EXTERNAL_URL, challenge_url=url, password=password, **fields)
     profile = force_profile(
         template=external_template(ca, external_delivery=ExternalDelivery.DELEGATE)
     )

@@ -8,15 +8,14 @@ from apps.audit.services import history_for
 from apps.enrollment.choices import ChallengeType, ExternalDelivery
 from apps.enrollment.models import Challenge
 from apps.enrollment.services import redeem_challenge
-from apps.pki.choices import ExternalChallengeType, KeyAlgorithm
+from apps.pki.choices import KeyAlgorithm
 from apps.profiles.choices import DeliveryStatus, PayloadKind
 from apps.profiles.models import Delivery, Profile, ProfileAssignment
 from tests import ndes_double
 from tests.factories import force_template
-from tests.ndes_double import CHALLENGE, PASSWORD, USERNAME
 from tests.profiles.apple_schema import assert_valid_mobileconfig
 from tests.profiles.factories import force_device, force_group, force_payload, force_profile
-from tests.scep.upstream import offline_external_ca
+from tests.scep.upstream import ndes_external_ca, offline_external_ca
 
 pytestmark = pytest.mark.django_db
 ADD = "/admin/profiles/profile/add/"
@@ -293,15 +292,7 @@ def test_the_download_of_an_external_ca_profile_mints_no_challenge_of_mdmcerts(
 def test_a_profile_whose_ca_hands_out_ndes_challenges_cannot_be_downloaded_by_hand(
     client, alice, device, ndes
 ):
-    ca = offline_external_ca(
-        EXTERNAL_URL,
-        scep_challenge_type=ExternalChallengeType.DYNAMIC,
-        ndes_challenge_url=ndes.url,
-        ndes_username=USERNAME,
-        ndes_challenge_length=len(CHALLENGE),
-    )
-    ca.set_secret("ndes_password", PASSWORD)
-    ca.save()
+    ca = ndes_external_ca(EXTERNAL_URL, challenge_url=ndes.url)
     profile = external_profile(ca)
     client.force_login(alice)
 

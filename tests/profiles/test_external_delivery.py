@@ -27,11 +27,11 @@ from apps.profiles.services import assign
 from apps.scep.proxy import SIGNING_SALT
 from tests import ndes_double
 from tests.factories import force_template
-from tests.ndes_double import CHALLENGE, PASSWORD, USERNAME
+from tests.ndes_double import CHALLENGE, USERNAME
 from tests.profiles.apple_schema import assert_valid_mobileconfig
 from tests.profiles.conftest import SANS, SUBJECT
 from tests.profiles.factories import force_device, force_payload, force_profile
-from tests.scep.upstream import offline_external_ca
+from tests.scep.upstream import ndes_external_ca, offline_external_ca
 
 pytestmark = pytest.mark.django_db
 ndes = ndes_double.ndes  # fixture: the stand-in for NDES's mscep_admin page
@@ -206,22 +206,11 @@ def test_a_single_des_ca_lets_the_device_read_its_answers(laptop):
     assert scep_of(deliver(laptop))["accept_single_des_replies"] is True
 
 
-def ndes_ca(url: str, *, password: str = PASSWORD):
-    ca = offline_external_ca(
-        EXTERNAL_URL,
-        scep_challenge_type=ExternalChallengeType.DYNAMIC,
-        ndes_challenge_url=url,
-        ndes_username=USERNAME,
-        ndes_challenge_length=len(CHALLENGE),
-    )
-    ca.set_secret("ndes_password", password)
-    ca.save()
-    return ca
-
-
 @pytest.mark.parametrize("mode", [ExternalDelivery.DELEGATE, ExternalDelivery.PROXY])
 def test_the_payload_carries_a_challenge_fetched_from_ndes_at_delivery(ndes, laptop, mode):
-    profile_with(external_template(ndes_ca(ndes.url), mode), laptop)
+    profile_with(
+        external_template(ndes_external_ca(EXTERNAL_URL, challenge_url=ndes.url), mode), laptop
+    )
 
     scep = scep_of(deliver(laptop))
 
@@ -231,7 +220,7 @@ def test_the_payload_carries_a_challenge_fetched_from_ndes_at_delivery(ndes, lap
 
 
 def test_ndes_refusing_the_credentials_fails_the_delivery_and_is_audited(ndes, laptop):
-    ca = ndes_ca(ndes.url, password="not the password")
+    ca = ndes_external_ca(EXTERNAL_URL, challenge_url=ndes.url, password="not the password")
     profile = profile_with(external_template(ca, ExternalDelivery.DELEGATE), laptop)
 
     assert deliver(laptop) is None
@@ -249,7 +238,11 @@ def test_ndes_refusing_the_credentials_fails_the_delivery_and_is_audited(ndes, l
 
 
 def test_an_ndes_that_cannot_be_reached_fails_the_delivery_with_the_reason(laptop):
-    ca = ndes_ca("http://127.0.0.1:9/certsrv/mscep_admin/", password="ndes-password-1")
+    ca = ndes_external_ca(
+        EXTERNAL_URL,
+        challenge_url="http://127.0.0.1:9/certsrv/mscep_admin/",
+        password="ndes-password-1",
+    )
     profile = profile_with(external_template(ca, ExternalDelivery.DELEGATE), laptop)
 
     assert deliver(laptop) is None

@@ -20,7 +20,6 @@ from apps.pki import crypto
 from apps.pki.choices import KeyAlgorithm
 from apps.profiles.models import Delivery, Profile, ProfilePayload
 from apps.profiles.services import assign
-from mdmcerts.celery import app as celery_app
 from tests.e2e import conftest as e2e
 from tests.e2e.conftest import SANS, SUBJECT, enrollment_code, make_ca, make_group
 from tests.factories import force_template
@@ -28,15 +27,6 @@ from tests.factories import force_template
 pytestmark = pytest.mark.django_db(transaction=True)
 # The live server and agents of the end-to-end tests, and their persona.
 server, make_agent, erin = e2e.server, e2e.make_agent, e2e.erin
-
-
-@pytest.fixture
-def eager_celery():
-    """Tasks run at once in this process (no broker, no worker), errors raised."""
-    before = celery_app.conf.task_always_eager, celery_app.conf.task_eager_propagates
-    celery_app.conf.task_always_eager = celery_app.conf.task_eager_propagates = True
-    yield
-    celery_app.conf.task_always_eager, celery_app.conf.task_eager_propagates = before
 
 
 def vpn_profile(ca, template) -> Profile:

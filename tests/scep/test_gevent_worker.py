@@ -12,7 +12,6 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,25 +23,12 @@ from apps.certificates.models import Certificate, CertificateRequest
 from apps.scep.protocol import PKIStatus
 from tests.scep.client import ScepClient, UrlTransport, make_csr, rsa_key
 from tests.scep.conftest import STATIC_CHALLENGE, endpoint_path
+from tests.subprocesses import database_url, free_port
 
 pytestmark = pytest.mark.django_db(transaction=True)
 ROOT = Path(__file__).resolve().parents[2]
 ENROLLMENTS = 12
 STARTUP_SECONDS = 60
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def database_url(settings_dict: dict) -> str:
-    user = urllib.parse.quote(settings_dict["USER"] or "")
-    password = settings_dict["PASSWORD"]
-    credentials = f"{user}:{urllib.parse.quote(password)}" if password else user
-    host, port = settings_dict["HOST"] or "127.0.0.1", settings_dict["PORT"] or 5432
-    return f"postgres://{credentials}@{host}:{port}/{settings_dict['NAME']}"
 
 
 def wait_until_listening(port: int, process: subprocess.Popen, log: Path) -> None:

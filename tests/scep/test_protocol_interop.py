@@ -8,17 +8,13 @@ whatever the request used, so these tests read its answers with
 """
 
 import shutil
-import socket
 import subprocess
 import threading
-import time
 import urllib.request
 import uuid
 from http.server import ThreadingHTTPServer
-from pathlib import Path
 
 import pytest
-from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from apps.scep.protocol import (
@@ -32,55 +28,18 @@ from apps.scep.protocol import (
 from tests import openssl
 from tests.scep.capture_scepclient import CAPS_POST, Authority, handler_for
 from tests.scep.test_protocol_server import make_csr, rsa_key
+from tests.scepserver import MISSING, running_scepserver
 
 CHALLENGE = "interop-challenge-1"
 TIMEOUT = 10
-MISSING = "micromdm's scepserver is required: install the Debian package scep"
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def _wait_until_listening(port: int, process: subprocess.Popen, log: Path) -> None:
-    deadline = time.monotonic() + TIMEOUT
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(f"scepserver exited:\n{log.read_text()}")
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return
-        except OSError:
-            time.sleep(0.05)  # polling a subprocess that starts up, not moving time
-    pytest.fail(f"scepserver did not listen on port {port}:\n{log.read_text()}")
 
 
 @pytest.fixture(scope="module")
 def scepserver(tmp_path_factory):
     """A running scepserver with a fresh 2048-bit CA; yields (base URL, CA certificate)."""
-    binary = shutil.which("scepserver")
-    if binary is None:
-        pytest.fail(MISSING)
     workdir = tmp_path_factory.mktemp("scepserver")
-    depot = workdir / "depot"
-    init = [binary, "ca", "-init", "-depot", str(depot), "-keySize", "2048"]
-    subprocess.run(init, check=True, capture_output=True, timeout=60)
-    port, log = _free_port(), workdir / "scepserver.log"
-    command = [
-        binary, "-depot", str(depot), "-port", str(port),
-        "-challenge", CHALLENGE, "-allowrenew", "0",
-    ]  # fmt: skip
-    with log.open("wb") as output:
-        process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT)
-    try:
-        _wait_until_listening(port, process, log)
-        ca = x509.load_pem_x509_certificate((depot / "ca.pem").read_bytes())
-        yield f"http://127.0.0.1:{port}/scep", ca
-    finally:
-        process.terminate()
-        process.wait(timeout=TIMEOUT)
+    with running_scepserver(workdir, challenge=CHALLENGE) as server:
+        yield server.url, server.ca_certificate
 
 
 def _get(url: str) -> bytes:

@@ -16,6 +16,7 @@ from apps.pki import external
 from apps.pki.choices import ExternalChallengeType
 from apps.pki.models import CertificateAuthority
 from tests.factories import random_name, self_signed_ca
+from tests.ndes_double import CHALLENGE, PASSWORD, USERNAME
 
 CAPS = b"POSTPKIOperation\nSHA-256\nAES\nSCEPStandard\n"
 SILENCE = 30  # seconds a "silent" CA holds a request at most (the proxy gives up long before)
@@ -88,3 +89,22 @@ def offline_external_ca(url: str, **fields) -> CertificateAuthority:
     ca.set_secret("scep_static_challenge", "counted-secret")
     external.pin(ca, [self_signed_ca(ec.generate_private_key(ec.SECP256R1()))])
     return external.save_external_ca(ca, before=None)
+
+
+def ndes_external_ca(
+    url: str, *, challenge_url: str, password: str = PASSWORD, **fields
+) -> CertificateAuthority:
+    """``offline_external_ca`` whose dynamic challenges come from the NDES ``mscep_admin``
+    page at ``challenge_url`` (``tests/ndes_double.py``), asked as USERNAME with
+    ``password``."""
+    ca = offline_external_ca(
+        url,
+        scep_challenge_type=ExternalChallengeType.DYNAMIC,
+        ndes_challenge_url=challenge_url,
+        ndes_username=USERNAME,
+        ndes_challenge_length=len(CHALLENGE),
+        **fields,
+    )
+    ca.set_secret("ndes_password", password)
+    ca.save()
+    return ca

@@ -7,6 +7,7 @@ from django.contrib.auth import get_user_model
 from rest_framework import serializers
 
 from apps.audit.services import snapshot
+from apps.core.api import secret_field
 from apps.devices.models import Device
 from apps.enrollment.choices import SanType
 from apps.enrollment.models import (
@@ -46,16 +47,7 @@ class CertificateTemplateSerializer(serializers.ModelSerializer):
         required=False,
         help_text="SAN types copied from the request when the subject comes from it.",
     )
-    static_challenge = serializers.CharField(
-        write_only=True,
-        required=False,
-        allow_blank=True,
-        trim_whitespace=False,
-        max_length=255,
-        style={"input_type": "password"},
-        help_text="The static enrollment challenge password. Write-only: omitted keeps the "
-        'stored one, "" clears it.',
-    )
+    static_challenge = secret_field("The static enrollment challenge password.")
     has_static_challenge = serializers.SerializerMethodField()
 
     class Meta:

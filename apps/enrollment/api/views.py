@@ -5,10 +5,10 @@ import datetime
 from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework import exceptions, status, viewsets
 from rest_framework.decorators import action
-from rest_framework.permissions import BasePermission
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from apps.core.permissions import StaffWithPerms
 from apps.enrollment.api.serializers import (
     CertificateTemplateSerializer,
     ChallengeSerializer,
@@ -19,17 +19,10 @@ from apps.enrollment.models import CertificateTemplate
 from apps.enrollment.services import TemplateInUse, delete_template, mint_challenge
 
 
-class CanMintChallenge(BasePermission):
+class CanMintChallenge(StaffWithPerms):
     """Staff with ``enrollment.add_challenge`` (and view on the template)."""
 
-    def has_permission(self, request, view) -> bool:
-        user = request.user
-        return bool(
-            user
-            and user.is_authenticated
-            and user.is_staff
-            and user.has_perms(["enrollment.add_challenge", "enrollment.view_certificatetemplate"])
-        )
+    required_perms = ("enrollment.add_challenge", "enrollment.view_certificatetemplate")
 
 
 class TemplateInUseConflict(exceptions.APIException):

@@ -9,6 +9,7 @@ from django.db import transaction
 from rest_framework import serializers
 
 from apps.audit.services import snapshot
+from apps.core.api import secret_field
 from apps.pki import external
 from apps.pki.backends.scep import UpstreamError
 from apps.pki.choices import CAKind, ExternalChallengeType
@@ -26,17 +27,17 @@ NOT_MODEL_VALUES = {
     "expected_fingerprint",
 }
 
-
-def _secret(help_text: str) -> serializers.CharField:
-    return serializers.CharField(
-        write_only=True,
-        required=False,
-        allow_blank=True,
-        trim_whitespace=False,
-        max_length=255,
-        style={"input_type": "password"},
-        help_text=f'{help_text} Write-only: omitted keeps the stored one, "" clears it.',
-    )
+# What the pinned or issued CA certificate says: read from it, never written.
+CERTIFICATE_FIELDS = [
+    "subject",
+    "serial",
+    "fingerprint_sha256",
+    "not_before",
+    "not_after",
+    "key_algorithm",
+    "signature_hash",
+    "path_length",
+]
 
 
 class CertificateAuthoritySerializer(serializers.ModelSerializer):
@@ -46,9 +47,9 @@ class CertificateAuthoritySerializer(serializers.ModelSerializer):
     ``ca_certificate_pem``, and pinned; ``expected_fingerprint`` must then match it."""
 
     has_private_key = serializers.BooleanField(read_only=True)
-    static_challenge = _secret("The static challenge the CA expects (challenge type static).")
+    static_challenge = secret_field("The static challenge the CA expects (challenge type static).")
     has_static_challenge = serializers.SerializerMethodField()
-    ndes_password = _secret("The password of the NDES account (challenge type dynamic).")
+    ndes_password = secret_field("The password of the NDES account (challenge type dynamic).")
     has_ndes_password = serializers.SerializerMethodField()
     ca_certificate_pem = serializers.CharField(
         write_only=True,
@@ -81,14 +82,7 @@ class CertificateAuthoritySerializer(serializers.ModelSerializer):
             "description",
             "kind",
             "parent",
-            "subject",
-            "serial",
-            "fingerprint_sha256",
-            "not_before",
-            "not_after",
-            "key_algorithm",
-            "signature_hash",
-            "path_length",
+            *CERTIFICATE_FIELDS,
             "has_private_key",
             "scep_url",
             "scep_challenge_type",
@@ -108,19 +102,7 @@ class CertificateAuthoritySerializer(serializers.ModelSerializer):
             "refetch_ca_certificate",
             "expected_fingerprint",
         ]
-        read_only_fields = [
-            "id",
-            "kind",
-            "parent",
-            "subject",
-            "serial",
-            "fingerprint_sha256",
-            "not_before",
-            "not_after",
-            "key_algorithm",
-            "signature_hash",
-            "path_length",
-        ]
+        read_only_fields = ["id", "kind", "parent", *CERTIFICATE_FIELDS]
         extra_kwargs = {
             "scep_url": {"required": True, "allow_blank": False, "validators": [HTTP_URL]},
             "ndes_challenge_url": {"validators": [HTTP_URL]},

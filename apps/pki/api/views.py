@@ -8,11 +8,11 @@ from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_
 from rest_framework import exceptions, mixins, viewsets
 from rest_framework.decorators import action
 from rest_framework.negotiation import BaseContentNegotiation
-from rest_framework.permissions import BasePermission
 from rest_framework.renderers import JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from apps.core.permissions import StaffWithPerms
 from apps.pki import external
 from apps.pki.api.serializers import (
     CertificateAuthoritySerializer,
@@ -34,17 +34,10 @@ LOCAL_READ_ONLY = (
 )
 
 
-class CanTestConnection(BasePermission):
+class CanTestConnection(StaffWithPerms):
     """Staff who may view CA servers: a test changes nothing (as in the console)."""
 
-    def has_permission(self, request, view) -> bool:
-        user = request.user
-        return bool(
-            user
-            and user.is_authenticated
-            and user.is_staff
-            and user.has_perm("pki.view_certificateauthority")
-        )
+    required_perms = ("pki.view_certificateauthority",)
 
 
 class FirstRendererNegotiation(BaseContentNegotiation):
