@@ -12,9 +12,11 @@ import base64
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 
 import pytest
+
+from tests.http_doubles import QuietHandler
 
 USERNAME, PASSWORD = "ZYLKER\\svc-ndes", "correct horse battery"
 CHALLENGE = "9E5A71C2B04D38F6"
@@ -47,26 +49,16 @@ class NdesDouble:
 def _handler(double: NdesDouble):
     expected = "Basic " + base64.b64encode(f"{USERNAME}:{PASSWORD}".encode()).decode()
 
-    class MscepAdmin(BaseHTTPRequestHandler):
+    class MscepAdmin(QuietHandler):
         def do_GET(self) -> None:
             double.seen_authorizations.append(self.headers.get("Authorization", ""))
             if double.stall is not None:
                 double.stall.wait(timeout=30)  # answers only once the test is over
                 return
             if self.headers.get("Authorization") != expected:
-                self.send_response(401)
-                self.send_header("WWW-Authenticate", 'Basic realm="ndes"')
-                self.send_header("Content-Length", "0")
-                self.end_headers()
+                self.reply(b"", "text/plain", 401, WWW_Authenticate='Basic realm="ndes"')
                 return
-            self.send_response(200)
-            self.send_header("Content-Type", "text/html")
-            self.send_header("Content-Length", str(len(double.body)))
-            self.end_headers()
-            self.wfile.write(double.body)
-
-        def log_message(self, *args) -> None:
-            pass
+            self.reply(double.body, "text/html")
 
     return MscepAdmin
 

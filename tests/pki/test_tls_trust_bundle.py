@@ -25,6 +25,7 @@ from apps.pki.backends.scep import UpstreamError, upstream_for
 from apps.pki.models import CertificateAuthority
 from tests.api.helpers import token_client
 from tests.factories import make_key, self_signed_ca
+from tests.http_doubles import QuietHandler
 from tests.scep.upstream import CAPS, offline_external_ca
 
 pytestmark = pytest.mark.django_db
@@ -91,21 +92,14 @@ def _server_certificate(
 
 
 def _handler(scep_ca: x509.Certificate) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
+    class Handler(QuietHandler):
         def do_GET(self) -> None:
             if "operation=GetCACert" in self.path:
                 body = scep_ca.public_bytes(serialization.Encoding.DER)
                 content_type = "application/x-x509-ca-cert"
             else:
                 body, content_type = CAPS, "text/plain"
-            self.send_response(200)
-            self.send_header("Content-Type", content_type)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args) -> None:
-            pass
+            self.reply(body, content_type)
 
     return Handler
 

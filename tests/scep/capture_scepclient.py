@@ -14,7 +14,7 @@ import subprocess
 import tempfile
 import threading
 import urllib.parse
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 
 from cryptography import x509
@@ -23,6 +23,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 
 from apps.scep.protocol import PKIStatus, server
+from tests.http_doubles import QuietHandler
 
 TESTDATA = Path(__file__).parent / "testdata"
 CHALLENGE = "capture-challenge-1"
@@ -111,16 +112,16 @@ class Authority:
 
 
 def handler_for(authority: Authority, caps: dict):
-    class Handler(BaseHTTPRequestHandler):
+    class Handler(QuietHandler):
         def do_GET(self) -> None:
             query = urllib.parse.urlsplit(self.path).query
             params = dict(pair.split("=", 1) for pair in query.split("&") if "=" in pair)
             operation = params.get("operation")
             if operation == "GetCACaps":
-                self._reply(caps["value"].encode(), "text/plain")
+                self.reply(caps["value"].encode(), "text/plain")
             elif operation == "GetCACert":
                 body = server.ca_certs_response(authority.ra, [authority.ca])
-                self._reply(body, "application/x-x509-ca-ra-cert")
+                self.reply(body, "application/x-x509-ca-ra-cert")
             else:
                 raw = params["message"]
                 self._pki_operation(server.decode_get_message(raw), "GET", raw)
@@ -131,17 +132,7 @@ def handler_for(authority: Authority, caps: dict):
 
         def _pki_operation(self, body: bytes, method: str, raw: str) -> None:
             authority.bodies.append((method, body, raw))
-            self._reply(authority.answer(body), "application/x-pki-message")
-
-        def _reply(self, body: bytes, content_type: str) -> None:
-            self.send_response(200)
-            self.send_header("Content-Type", content_type)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args) -> None:
-            pass
+            self.reply(authority.answer(body), "application/x-pki-message")
 
     return Handler
 

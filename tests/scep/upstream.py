@@ -16,6 +16,7 @@ from apps.pki import external
 from apps.pki.choices import ExternalChallengeType
 from apps.pki.models import CertificateAuthority
 from tests.factories import random_name, self_signed_ca
+from tests.http_doubles import QuietHandler
 from tests.ndes_double import CHALLENGE, PASSWORD, USERNAME
 
 CAPS = b"POSTPKIOperation\nSHA-256\nAES\nSCEPStandard\n"
@@ -38,7 +39,7 @@ class CountingUpstream:
 
 
 def _handler(upstream: CountingUpstream) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
+    class Handler(QuietHandler):
         def do_GET(self) -> None:
             self._answer()
 
@@ -53,14 +54,7 @@ def _handler(upstream: CountingUpstream) -> type[BaseHTTPRequestHandler]:
                 upstream.release.wait(SILENCE)
                 return
             status, body = (500, b"boom") if upstream.mode == "error" else (200, CAPS)
-            self.send_response(status)
-            self.send_header("Content-Type", "text/plain")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args) -> None:  # quiet test output
-            pass
+            self.reply(body, "text/plain", status)
 
     return Handler
 
