@@ -1,9 +1,11 @@
 """Shared fixtures. Personas: alice is a superuser, bob is staff with view rights only,
-charlie is a signed-in user with no staff access."""
+charlie is a signed-in user with no staff access; dana and erin are device owners (dana
+with a UPN), redefined where a folder needs them otherwise."""
 
 import pytest
 from django.contrib.auth.models import Permission
 
+from apps.devices.models import UserAttributes
 from mdmcerts.celery import app as celery_app
 from tests.factories import force_user
 
@@ -31,6 +33,18 @@ def charlie(db):
     user.set_password("charlie-password-1")
     user.save()
     return user
+
+
+@pytest.fixture
+def dana(db):
+    user = force_user("dana", first_name="Dana", email="dana@zylker.com")
+    UserAttributes.objects.create(user=user, upn="dana@corp.zylker.com")
+    return user
+
+
+@pytest.fixture
+def erin(db):
+    return force_user("erin", email="erin@zylker.com")
 
 
 @pytest.fixture

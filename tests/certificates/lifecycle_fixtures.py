@@ -13,7 +13,7 @@ import pytest
 
 from apps.certificates.models import Certificate
 from apps.devices import services as devices
-from apps.devices.models import Device, DeviceGroup, UserAttributes
+from apps.devices.models import Device, DeviceGroup
 from apps.enrollment.choices import ChallengeType
 from apps.enrollment.models import CertificateTemplate
 from apps.pki import crypto
@@ -23,14 +23,13 @@ from apps.pki.services import ensure_ra
 from apps.profiles.models import Delivery, Profile
 from apps.profiles.services import assign
 from tests.devices.conftest import force_profile, scep_enroll, scep_payload_of
-from tests.factories import force_ca, force_template, force_user
+from tests.factories import force_ca, force_template
 from tests.openssl import openssl
 
 __all__ = [
     "Laptop",
     "ca",
     "crl_serials",
-    "dana",
     "delivery_of",
     "enroll_laptop",
     "group",
@@ -62,13 +61,6 @@ def template(ca) -> CertificateTemplate:
         validity_days=365,
         renew_before_days=30,
     )
-
-
-@pytest.fixture
-def dana(db):
-    user = force_user("dana", first_name="Dana", email="dana@zylker.com")
-    UserAttributes.objects.create(user=user, upn="dana@corp.zylker.com")
-    return user
 
 
 @pytest.fixture

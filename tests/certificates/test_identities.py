@@ -38,7 +38,7 @@ from apps.profiles.choices import PayloadKind, ProfilePlatform
 from apps.profiles.models import Delivery, Profile, ProfilePayload
 from apps.profiles.services import assign
 from tests.core.test_no_key_in_clear import database_dump, forms_of
-from tests.factories import force_ca, force_template, force_user, random_name
+from tests.factories import force_ca, force_template, random_name
 
 pytestmark = pytest.mark.django_db
 
@@ -71,18 +71,6 @@ def server_key_template(ca: CertificateAuthority, **fields) -> CertificateTempla
         sans=SANS,
         **fields,
     )
-
-
-@pytest.fixture
-def dana(db):
-    user = force_user("dana", first_name="Dana", email="dana@zylker.com")
-    UserAttributes.objects.create(user=user, upn="dana@corp.zylker.com")
-    return user
-
-
-@pytest.fixture
-def erin(db):
-    return force_user("erin", email="erin@zylker.com")
 
 
 @pytest.fixture

@@ -33,7 +33,7 @@ from tests.subprocesses import free_port
 
 # The scepserver fixtures of tests/scepserver.py.
 scepserver, start_scepserver = scepserver_fixtures.scepserver, scepserver_fixtures.start_scepserver
-dana, group = test_identities.dana, test_identities.group  # its personas
+group = test_identities.group  # dana (tests/conftest.py) owns its laptops
 pytestmark = pytest.mark.django_db
 
 

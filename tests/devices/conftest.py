@@ -21,7 +21,7 @@ from django.test import Client
 from rest_framework.test import APIClient
 
 from apps.devices import services
-from apps.devices.models import Device, DeviceGroup, UserAttributes
+from apps.devices.models import Device, DeviceGroup
 from apps.enrollment.choices import ChallengeType
 from apps.enrollment.models import CertificateTemplate
 from apps.enrollment.rendering import general_name
@@ -33,7 +33,7 @@ from apps.profiles.choices import PayloadKind, ProfilePlatform, WifiSecurity
 from apps.profiles.models import Profile, ProfileAssignment, ProfilePayload
 from apps.scep.protocol import MessageType
 from apps.scep.protocol import client as scep_client
-from tests.factories import force_ca, force_template, force_user
+from tests.factories import force_ca, force_template
 
 API = "/api/device/v1/"
 SUBJECT = "O=Zylker,OU=$USERID$,CN=$DEVICE_SN$"
@@ -65,18 +65,6 @@ def template(ca) -> CertificateTemplate:
         subject=SUBJECT,
         sans=SANS,
     )
-
-
-@pytest.fixture
-def dana(db):
-    user = force_user("dana", first_name="Dana", email="dana@zylker.com")
-    UserAttributes.objects.create(user=user, upn="dana@corp.zylker.com")
-    return user
-
-
-@pytest.fixture
-def erin(db):
-    return force_user("erin", email="erin@zylker.com")
 
 
 @pytest.fixture
