@@ -98,9 +98,15 @@ def validate_pkcs12(
 def _check_size(data: bytes) -> None:
     if not data:
         raise UploadRejected(f"The file is empty. {EXPORT_HINT}")
-    if len(data) > MAX_UPLOAD_BYTES:
+    check_upload_size(len(data))
+
+
+def check_upload_size(size: int) -> None:
+    """``UploadRejected`` for a file over ``MAX_UPLOAD_BYTES``: forms and the API call it
+    with the upload's size before they read it."""
+    if size > MAX_UPLOAD_BYTES:
         raise UploadRejected(
-            f"The file is {len(data) // 1024} KB; at most {MAX_UPLOAD_BYTES // 1024} KB is "
+            f"The file is {size // 1024} KB; at most {MAX_UPLOAD_BYTES // 1024} KB is "
             "accepted. Export only your certificate, its private key and its issuers."
         )
 

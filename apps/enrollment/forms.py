@@ -3,6 +3,7 @@
 from django import forms
 from django.core.exceptions import ValidationError
 
+from apps.core.forms import secret_input
 from apps.enrollment.choices import ChallengeType, ExtendedKeyUsage, SanType
 from apps.enrollment.models import CertificateTemplate, validate_oid_list
 
@@ -12,11 +13,8 @@ KNOWN_EKUS = set(ExtendedKeyUsage.values)
 class CertificateTemplateForm(forms.ModelForm):
     """Templates with a write-only challenge password and EKUs as checkboxes + custom OIDs."""
 
-    static_challenge_input = forms.CharField(
+    static_challenge_input = secret_input(
         label="Enrollment challenge password",
-        required=False,
-        strip=False,
-        widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"}),
         help_text="Write-only: never shown again. Leave empty to keep the current one.",
     )
     clear_static_challenge = forms.BooleanField(

@@ -5,11 +5,12 @@ from django import forms
 from django.core.exceptions import ValidationError
 
 from apps.certificates.uploads import (
-    MAX_UPLOAD_BYTES,
     UploadRejected,
     check_not_recorded,
+    check_upload_size,
     validate_pkcs12,
 )
+from apps.core.forms import secret_input
 from apps.pki import crypto, external
 from apps.pki.backends.scep import UpstreamError, upstream_for
 from apps.pki.choices import CAKind, ExternalChallengeType, KeyAlgorithm
@@ -76,12 +77,7 @@ class ImportCAForm(forms.ModelForm):
         required=False,
         help_text="Only when the key is in a separate PEM file.",
     )
-    password = forms.CharField(
-        required=False,
-        strip=False,
-        widget=forms.PasswordInput(render_value=False),
-        help_text="The PKCS#12 or key password. It is not stored.",
-    )
+    password = secret_input(help_text="The PKCS#12 or key password. It is not stored.")
 
     class Meta:
         model = CertificateAuthority
@@ -118,7 +114,7 @@ class ChangeCAForm(forms.ModelForm):
         ).exclude(pk=self.instance.pk)
 
 
-SECRET_WIDGET = forms.PasswordInput(render_value=False)
+KEPT_WHEN_EMPTY = "Write-only. Empty keeps the stored one."
 EXTERNAL_FIELDS = [
     "name",
     "description",
@@ -168,19 +164,9 @@ class ExternalCAForm(forms.ModelForm):
         assume_scheme="https",
         help_text=CertificateAuthority._meta.get_field("ndes_challenge_url").help_text,
     )
-    static_challenge = forms.CharField(
-        label="Static challenge",
-        required=False,
-        strip=False,
-        widget=SECRET_WIDGET,
-        help_text="Write-only. Empty keeps the stored one.",
-    )
-    ndes_password = forms.CharField(
-        label="Challenge password (NDES account)",
-        required=False,
-        strip=False,
-        widget=SECRET_WIDGET,
-        help_text="Write-only. Empty keeps the stored one.",
+    static_challenge = secret_input(label="Static challenge", help_text=KEPT_WHEN_EMPTY)
+    ndes_password = secret_input(
+        label="Challenge password (NDES account)", help_text=KEPT_WHEN_EMPTY
     )
 
     class Meta:
@@ -284,11 +270,11 @@ class SingleFileIdentityField(forms.FileField):
 
     def clean(self, data, initial=None):
         upload = super().clean(data, initial)
-        if upload and upload.size > MAX_UPLOAD_BYTES:
-            raise ValidationError(
-                f"The file is {upload.size // 1024} KB; at most {MAX_UPLOAD_BYTES // 1024} KB "
-                "is accepted."
-            )
+        if upload:
+            try:
+                check_upload_size(upload.size)
+            except UploadRejected as exc:
+                raise ValidationError(exc.message) from exc
         return upload
 
 
@@ -300,12 +286,7 @@ class SingleFileCAForm(forms.ModelForm):
         help_text=".p12 or .pfx with one certificate, its private key and its issuers, at "
         "most 100 KB. The key is stored encrypted; it is never shown or downloadable.",
     )
-    password = forms.CharField(
-        required=False,
-        strip=False,
-        widget=forms.PasswordInput(render_value=False),
-        help_text="The PKCS#12 password. It is not stored.",
-    )
+    password = secret_input(help_text="The PKCS#12 password. It is not stored.")
 
     class Meta:
         model = CertificateAuthority

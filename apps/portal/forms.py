@@ -1,13 +1,12 @@
 """Portal forms. Validation of the PKCS#12 itself is the certificates app's
 (``apps.certificates.uploads``); these only collect the input."""
 
-import math
-
 from django import forms
 from django.contrib.auth.forms import AuthenticationForm
 
 from apps.certificates.choices import IdentityPurpose
-from apps.certificates.uploads import MAX_UPLOAD_BYTES
+from apps.certificates.uploads import MAX_UPLOAD_BYTES, UploadRejected, check_upload_size
+from apps.core.forms import secret_input
 
 
 class SignInForm(AuthenticationForm):
@@ -38,24 +37,20 @@ class UploadForm(forms.Form):
         "KB, as exported from your mail program, keychain or certificate store.",
         widget=forms.ClearableFileInput(attrs={"accept": ".p12,.pfx,application/x-pkcs12"}),
     )
-    password = forms.CharField(
+    password = secret_input(
         label="Password of the file",
-        required=False,
-        strip=False,
         help_text="The password you chose when you exported the file. It is used once to "
         "open the file and is not kept.",
-        widget=forms.PasswordInput(attrs={"autocomplete": "off"}),
+        autocomplete="off",
     )
 
     def clean_file(self):
         # Refused before it is read: a PKCS#12 this large is not one person's certificate.
         upload = self.cleaned_data["file"]
-        if upload.size > MAX_UPLOAD_BYTES:
-            raise forms.ValidationError(
-                f"The file is {math.ceil(upload.size / 1024)} KB; at most "
-                f"{MAX_UPLOAD_BYTES // 1024} KB is accepted. Export only your certificate, its "
-                "private key and its issuers."
-            )
+        try:
+            check_upload_size(upload.size)
+        except UploadRejected as exc:
+            raise forms.ValidationError(exc.message) from exc
         return upload
 
     def read_file(self) -> bytes:

@@ -63,7 +63,10 @@ def test_a_file_over_100_kb_is_refused(api_as, alice, dave):
     response = upload(api_as(alice), dave, b"\x30" * (MAX_UPLOAD_BYTES + 1))
 
     assert response.status_code == 400
-    assert response.json()["detail"] == "The file is 100 KB; at most 100 KB is accepted."
+    assert response.json()["detail"] == (
+        "The file is 100 KB; at most 100 KB is accepted. Export only your certificate, its "
+        "private key and its issuers."
+    )
     assert Identity.objects.count() == 0
 
 

@@ -16,6 +16,7 @@ from apps.certificates.uploads import (
     MAX_UPLOAD_BYTES,
     ReplaceConfirmationNeeded,
     UploadRejected,
+    check_upload_size,
     delete_user_identity,
     store_user_identity,
     user_identities,
@@ -118,12 +119,8 @@ class UserIdentitiesViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
         body = UploadSerializer(data=request.data)
         body.is_valid(raise_exception=True)
         upload = body.validated_data["file"]
-        if upload.size > MAX_UPLOAD_BYTES:
-            raise UploadRefused(
-                f"The file is {upload.size // 1024} KB; at most {MAX_UPLOAD_BYTES // 1024} KB "
-                "is accepted."
-            )
         try:
+            check_upload_size(upload.size)
             identity = store_user_identity(
                 user=user,
                 purpose=body.validated_data["purpose"],
